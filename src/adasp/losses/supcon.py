@@ -1,0 +1,39 @@
+"""Supervised contrastive loss (Khosla et al., 2020)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from adasp.losses.base import MetricLoss
+from adasp.losses.pairwise import cosine_similarity_matrix, masked_logsumexp, same_identity_mask
+
+
+class SupConLoss(MetricLoss):
+    """SupCon "L_out": for each anchor, the mean over its positives of
+    ``-log softmax_{a != i}(S_ia / τ)[p]``; mean over the anchors that have a positive.
+
+    Args:
+        temperature: τ > 0 (0.07 in the paper's comparison).
+        gather_distributed: gather the global batch from all DDP ranks.
+    """
+
+    def __init__(self, temperature: float = 0.07, gather_distributed: bool = False) -> None:
+        super().__init__(gather_distributed)
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+
+    def compute(self, features: Tensor, labels: Tensor) -> Tensor:
+        logits = cosine_similarity_matrix(features) / self.temperature
+        not_self = ~torch.eye(labels.shape[0], dtype=torch.bool, device=labels.device)
+        positive = same_identity_mask(labels) & not_self
+        log_prob = logits - masked_logsumexp(logits, not_self, dim=1)[:, None]
+        num_pos = positive.sum(dim=1)
+        pos_log_prob = torch.where(positive, log_prob, torch.zeros_like(log_prob)).sum(dim=1)
+        per_anchor = -pos_log_prob / num_pos.clamp_min(1)
+        has_pos = num_pos > 0
+        return (per_anchor * has_pos).sum() / has_pos.sum().clamp_min(1)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}"
