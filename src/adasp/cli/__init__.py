@@ -18,6 +18,14 @@ from adasp.errors import UserInputError
 
 #: Sub-command name -> module implementing it.
 COMMANDS: dict[str, str] = {
+    "train": "adasp.cli.train",
+    "evaluate": "adasp.cli.evaluate",
+    "extract": "adasp.cli.extract",
+    "search": "adasp.cli.search",
+    "export": "adasp.cli.export",
+    "datasets": "adasp.cli.datasets",
+    "sweep": "adasp.cli.sweep",
+    "report": "adasp.cli.report",
     "harmful-pairs": "adasp.cli.harmful_pairs",
 }
 

@@ -1,0 +1,76 @@
+"""Measuring, during training, how many harmful positive pairs each loss selects.
+
+With a dataset that marks the images sharing no visual cue with the rest of their identity
+(the synthetic set does), the monitor computes on every training batch the fraction of the
+pairs selected by batch-hard triplet, SP-H, SP-LH and AdaSP that are harmful
+(:func:`adasp.analysis.pair_selection.harmful_fractions`) and keeps running means. The trainer
+logs the per-step values and stores the summary with the evaluation results.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from adasp.analysis.pair_selection import SELECTORS, harmful_fractions
+from adasp.errors import UserInputError
+
+KEYS = (*SELECTORS, "all")
+
+
+class HarmfulPairMonitor:
+    """Running harmful-pair fractions of the pairs each loss selects.
+
+    Args:
+        harmful: ``(N,)`` bool per training image (dataset index order).
+        temperature: τ for AdaSP's adaptive weight.
+    """
+
+    def __init__(self, harmful: torch.Tensor, temperature: float = 0.04) -> None:
+        self.harmful = harmful.bool().cpu()
+        self.temperature = temperature
+        self.sums = dict.fromkeys(KEYS, 0.0)
+        self.steps = 0
+        self._last: dict[str, float] = {}
+
+    @classmethod
+    def for_dataset(cls, dataset: Any, loss_cfg: Any, ctx: Any = None) -> HarmfulPairMonitor:
+        """A monitor for ``dataset.train`` using its ``harmful`` marks."""
+        marked = getattr(dataset, "harmful", frozenset())
+        if not marked:
+            raise UserInputError(
+                f"train.measure_harmful_pairs needs a dataset that marks harmful images; "
+                f"{dataset.name!r} has none (use --dataset synthetic)"
+            )
+        flags = torch.tensor([s.path in marked for s in dataset.train], dtype=torch.bool)
+        return cls(flags, loss_cfg.temperature)
+
+    def observe(self, outputs: dict[str, Any], batch: dict[str, torch.Tensor], step: int) -> None:
+        """Measure one batch from the model's training outputs and the loader's batch."""
+        features = outputs["features"]
+        if isinstance(features, (list, tuple)):
+            features = features[0]  # MGN: the global branch
+        flags = self.harmful[batch["index"].cpu()]
+        values = harmful_fractions(features, batch["pid"], flags, self.temperature)
+        for key in KEYS:
+            self.sums[key] += values[key]
+        self.steps += 1
+        self._last = values
+
+    def last_values(self) -> dict[str, float]:
+        """The last batch's fractions, keyed ``harmful/<loss>`` for the logs."""
+        return {f"harmful/{k}": v for k, v in self._last.items()}
+
+    def summary(self) -> dict[str, float]:
+        """Mean fraction per loss over the batches seen so far, and the batch count."""
+        out: dict[str, float] = {k: self.sums[k] / max(self.steps, 1) for k in KEYS}
+        out["batches"] = self.steps
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sums": dict(self.sums), "steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sums = dict(state["sums"])
+        self.steps = int(state["steps"])

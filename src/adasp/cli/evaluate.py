@@ -1,0 +1,79 @@
+"""Evaluate a model (trained, or untrained when no checkpoint is given) on the configured test
+sets and write OUT/metrics.json; optionally draw ranked lists and the CMC curve.
+
+Examples:
+  adasp evaluate --checkpoint runs/quickstart/model.pt --output runs/quickstart/eval
+  adasp evaluate --config market1501/adasp --root ~/data --checkpoint model.pt --output eval
+  adasp evaluate --config quickstart --output runs/untrained       # the untrained baseline
+  adasp evaluate --checkpoint model.pt --output eval --visualize 10 eval.rerank=true
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from adasp.cli.common import add_config_arguments, add_device_argument, overrides_from
+
+HELP = "evaluate a model on the configured test sets"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser, config_required=False)
+    parser.add_argument("--checkpoint", help="model.pt or checkpoints/last.pt of a run")
+    parser.add_argument("--output", required=True, help="folder for metrics.json and pictures")
+    add_device_argument(parser)
+    parser.add_argument(
+        "--visualize",
+        type=int,
+        default=0,
+        metavar="N",
+        help="write ranked-list PNGs of the first N queries and the CMC curve",
+    )
+    parser.add_argument("--topk", type=int, default=10, help="gallery images per ranked list")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from adasp.engine.builders import build_transforms
+    from adasp.engine.distributed import init_distributed, shutdown_distributed
+    from adasp.engine.inference import build_inference_model, resolve_run_config
+    from adasp.engine.trainer import evaluate_model, summaries_table
+    from adasp.utils.atomic import atomic_write_json
+    from adasp.utils.plain import plain
+
+    config, checkpoint = resolve_run_config(args.config, args.checkpoint, overrides_from(args))
+    ctx = init_distributed(args.device)
+    try:
+        model = build_inference_model(config, checkpoint, ctx.device, args.checkpoint)
+        _, test_transform = build_transforms(config.data)
+        results = evaluate_model(model, config, ctx, test_transform, progress=ctx.is_main)
+        if not ctx.is_main:
+            return 0
+        out = Path(args.output)
+        summaries = {r.name: r.summary for r in results}
+        metrics = {
+            "test_set": results[0].name,
+            **results[0].summary,
+            "checkpoint": args.checkpoint,
+            "test_sets": summaries,
+        }
+        atomic_write_json(out / "metrics.json", plain(metrics))
+        title = "trained model" if args.checkpoint else "untrained model (no checkpoint)"
+        print(summaries_table(summaries, title=f"evaluation of the {title}"))
+        if args.visualize > 0:
+            from adasp.engine.visual_results import write_visual_results
+
+            paths = write_visual_results(
+                results[0],
+                results[0].details.get("dataset"),
+                config,
+                out,
+                args.visualize,
+                args.topk,
+            )
+            print(f"wrote {len(paths) - 1} ranked lists to {out / 'ranked_lists'} and {paths[-1]}")
+        print(f"metrics: {out / 'metrics.json'}")
+    finally:
+        shutdown_distributed()
+    return 0

@@ -1,0 +1,57 @@
+"""Train every combination of a grid of config values and collect their metrics.
+
+Each --grid key=v1,v2,... adds an axis; runs go to OUTPUT/<key>=<value>,.../; finished runs are
+skipped and interrupted ones resumed, so the same command completes a sweep.
+OUTPUT/results.csv and OUTPUT/results.md collect the metrics; `adasp report OUTPUT` draws them.
+
+Examples (the supplementary's studies on VeRi-776):
+  adasp sweep --config veri776/ce-adasp --root ~/data --grid loss.weight=0.1,0.3,0.5,0.7,0.9 --output runs/table-s3
+  adasp sweep --config veri776/ce-adasp --root ~/data --grid loss.temperature=0.01,0.02,0.03,0.04,0.05,0.06,0.07,0.08,0.09 --output runs/table-s4
+  adasp sweep --config veri776/adasp --root ~/data --grid loss.name=sp-h,sp-lh,adasp,triplet,supcon,ms,circle,ep --grid data.num_instances=8,16,32 --output runs/figure-s1
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "train every combination of a grid of config values"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="preset name or YAML file")
+    parser.add_argument(
+        "--grid", action="append", default=[], metavar="KEY=V1,V2,...", help="an axis (repeatable)"
+    )
+    parser.add_argument("--output", required=True, help="sweep folder")
+    parser.add_argument("--dataset", help="dataset name for every run (overrides data.dataset)")
+    parser.add_argument("--root", help="dataset root for every run (overrides data.root)")
+    parser.add_argument("--device", default="auto", help="device of in-process runs")
+    parser.add_argument(
+        "--processes", action="store_true", help="run each combination as its own process"
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="process runs at once (--processes)")
+    parser.add_argument(
+        "--devices", default="", help="comma-separated devices for process runs, e.g. cuda:0,cuda:1"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides for every run"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from adasp.cli.common import overrides_from
+    from adasp.engine.sweep import Sweep, parse_grid
+
+    sweep = Sweep(
+        args.config,
+        [parse_grid(g) for g in args.grid],
+        args.output,
+        overrides=overrides_from(args),
+        device=args.device,
+        processes=args.processes,
+        jobs=args.jobs,
+        devices=[d for d in args.devices.split(",") if d],
+    )
+    rows = sweep.run()
+    print(f"{len(rows)} of {len(sweep.runs)} runs finished; results: {sweep.output / 'results.md'}")
+    return 0

@@ -1,0 +1,55 @@
+"""Train a model from a config; evaluate it; write metrics, checkpoints and logs.
+
+Examples:
+  adasp train --config quickstart --output runs/quickstart
+  adasp train --config market1501/adasp --root ~/data --output runs/market-adasp
+  adasp train --config quickstart --output runs/q loss.temperature=0.05 schedule.epochs=10
+  torchrun --nproc_per_node=4 -m adasp train --config msmt17/adasp --root ~/data --output runs/m
+
+A run killed at any moment continues from its last checkpoint with the same command plus
+--resume, and ends with the same metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from adasp.cli.common import add_config_arguments, add_device_argument, overrides_from
+
+HELP = "train and evaluate a model"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser, config_required=True)
+    parser.add_argument("--output", required=True, help="run folder for checkpoints, logs, metrics")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --output")
+    add_device_argument(parser)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from adasp.engine.config import load_config
+    from adasp.engine.distributed import shutdown_distributed
+    from adasp.engine.trainer import Trainer, metrics_table
+
+    config = load_config(args.config, overrides_from(args))
+    try:
+        trainer = Trainer(
+            config,
+            args.output,
+            device=args.device,
+            resume=args.resume,
+            progress=not args.no_progress,
+        )
+        metrics = trainer.fit()
+        if trainer.ctx.is_main:
+            print(metrics_table(metrics))
+            print(
+                f"outputs: {trainer.output_dir} (metrics.json, model.pt, checkpoints/, log.jsonl, tensorboard/)"
+            )
+    finally:
+        shutdown_distributed()
+        sys.stdout.flush()
+    return 0

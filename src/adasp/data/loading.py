@@ -1,0 +1,132 @@
+"""The image ``Dataset`` and the train / test ``DataLoader`` builders."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+
+from adasp.data.images import read_image
+from adasp.data.sample import Sample
+from adasp.errors import UserInputError
+
+
+@contextlib.contextmanager
+def one_intra_op_thread() -> Iterator[None]:
+    """Run the block with one torch intra-op thread, then restore the count.
+
+    Decoding, augmenting and stacking one batch of small images is far too little work for
+    torch's intra-op threads: in the main process (``num_workers=0``) they made loading 10-40×
+    slower on a busy 2-core machine (``benchmarks/data_loading.py``). Workers already run with
+    one thread. Only the main thread changes the setting, since it is process-wide.
+    """
+    threads = torch.get_num_threads()
+    if threads == 1 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+class ImageDataset(Dataset):
+    """Decodes and transforms the images of ``samples``.
+
+    Item ``i`` is ``{"image": Tensor (3, H, W) float, "pid": int, "camid": int, "index": i}``.
+    A file that cannot be decoded raises :class:`UserInputError` naming it.
+
+    Args:
+        samples: the images.
+        transform: applied to the decoded ``uint8`` tensor ``(3, H, W)``, e.g.
+            :func:`adasp.data.build_train_transform`; ``None`` returns floats in [0, 1].
+    """
+
+    def __init__(self, samples: Sequence[Sample], transform: Callable[[Any], torch.Tensor] | None):
+        self.samples = list(samples)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        with one_intra_op_thread():
+            image = read_image(sample.path)
+            image = self.transform(image) if self.transform is not None else image.float() / 255
+        return {"image": image, "pid": sample.pid, "camid": sample.camid, "index": index}
+
+
+def collate_batch(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """``default_collate`` (stack images, tensorise ids) under :func:`one_intra_op_thread`."""
+    with one_intra_op_thread():
+        return default_collate(items)
+
+
+def _pin_memory(pin_memory: bool | None) -> bool:
+    # Pinned host memory only helps (and only works) when batches go to a CUDA device.
+    return torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+
+
+def _workers(num_workers: int) -> int:
+    if not isinstance(num_workers, int) or num_workers < 0:
+        raise UserInputError(f"num_workers must be an integer >= 0, got {num_workers!r}")
+    return num_workers
+
+
+def build_train_loader(
+    samples: Sequence[Sample],
+    sampler: Sampler[list[int]],
+    transform: Callable[[Any], torch.Tensor],
+    num_workers: int = 2,
+    pin_memory: bool | None = None,
+    persistent_workers: bool = True,
+) -> DataLoader:
+    """A loader of training batches drawn by ``sampler`` (e.g. :class:`adasp.data.PKSampler`).
+
+    Each batch is ``{"image": (B, 3, H, W), "pid": (B,), "camid": (B,), "index": (B,)}``.
+
+    Args:
+        num_workers: decoding processes (0: decode in the main process).
+        pin_memory: page-locked batches for faster copies to the GPU; ``None``: when CUDA is
+            available.
+        persistent_workers: keep worker processes between epochs (ignored with 0 workers).
+    """
+    workers = _workers(num_workers)
+    return DataLoader(
+        ImageDataset(samples, transform),
+        batch_sampler=sampler,
+        collate_fn=collate_batch,
+        num_workers=workers,
+        pin_memory=_pin_memory(pin_memory),
+        persistent_workers=persistent_workers and workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+
+
+def build_test_loader(
+    samples: Sequence[Sample],
+    transform: Callable[[Any], torch.Tensor],
+    batch_size: int = 128,
+    num_workers: int = 2,
+    pin_memory: bool | None = None,
+) -> DataLoader:
+    """A loader of ``samples`` in order, ``batch_size`` at a time (the last batch may be
+    smaller), for feature extraction."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise UserInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    workers = _workers(num_workers)
+    return DataLoader(
+        ImageDataset(samples, transform),
+        batch_size=batch_size,
+        shuffle=False,
+        drop_last=False,
+        collate_fn=collate_batch,
+        num_workers=workers,
+        pin_memory=_pin_memory(pin_memory),
+    )

@@ -1,0 +1,79 @@
+"""Checkpoints: written atomically, read with ``weights_only=True``, with the RNG state needed
+for an exact resume."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from adasp.errors import MissingPathError, UserInputError
+from adasp.utils.atomic import atomic_write_with
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The Python, NumPy and torch (CPU and CUDA) RNG states, in types ``weights_only`` accepts."""
+    # The legacy global generator is what third-party augmentation code draws from.
+    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state(  # noqa: NPY002
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically (a killed writer leaves the old file intact)."""
+    atomic_write_with(path, lambda handle: torch.save(state, handle))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True`` (no arbitrary objects are unpickled)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingPathError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt or unsafe files
+        raise UserInputError(
+            f"cannot read checkpoint {path}: {error.__class__.__name__}: {error}. "
+            "adasp checkpoints hold only tensors and plain values; a file with other objects is "
+            "refused for safety"
+        ) from None
+
+
+def model_state_from_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """The model weights inside an adasp checkpoint (or a bare state dict)."""
+    if "model" in checkpoint and isinstance(checkpoint["model"], dict):
+        return checkpoint["model"]
+    if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        return checkpoint
+    raise UserInputError(
+        f"{path} holds no model weights (expected an adasp checkpoint with a 'model' entry or a "
+        "state dict of tensors)"
+    )

@@ -1,0 +1,436 @@
+"""The experiment configuration: typed sections, YAML presets with ``_base_`` inheritance and
+``key=value`` overrides, validated when loaded.
+
+A preset is a YAML file whose keys mirror :class:`ExperimentConfig`; ``_base_`` (a path, or a
+list of paths, relative to the file) names presets it extends, merged key by key. Overrides
+such as ``loss.temperature=0.05`` or ``model.backbone=resnet50_ibn_a`` are applied last.
+Everything is checked at load time: unknown keys, wrong types, values outside the allowed set,
+and cross-field rules (a positive temperature, K instances dividing the batch, known loss,
+backbone and dataset names).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from adasp.engine.typed_config import ConfigError, from_dict, to_dict
+from adasp.errors import MissingPathError
+
+#: Folder of the presets shipped with the project (``configs/`` at the repository root).
+PRESET_DIR = Path(__file__).resolve().parents[3] / "configs"
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class TestSetConfig:
+    """An extra test set evaluated beside the main one (e.g. CUHK03 detected, VERI-WILD large)."""
+
+    name: str = ""
+    dataset: str = ""
+    root: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """Dataset, P×K batches, augmentation and loading."""
+
+    dataset: str = "synthetic"
+    root: str | None = None  # None: the dataset's default (synthetic: ~/.cache/adasp/synthetic)
+    options: dict[str, Any] = field(default_factory=dict)
+    test_sets: list[TestSetConfig] = field(default_factory=list)
+    image_size: tuple[int, int] = (256, 128)  # (height, width)
+    batch_size: int = 64  # global batch over all DDP ranks
+    num_instances: int = 8  # K instances per identity
+    # "images": an epoch is len(train) // batch_size batches (fast-reid's and torchreid's epoch,
+    # so the recipes' epoch counts carry over); "identities": one pass over the identities.
+    epoch_length: Literal["images", "identities"] = "images"
+    flip_p: float = 0.5
+    padding: int = 10
+    random_erasing_p: float = 0.5
+    autoaugment_p: float = 0.0
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    num_workers: int = 2
+    test_batch_size: int = 128
+
+
+@dataclass
+class ModelConfig:
+    """Backbone and head (see :func:`adasp.models.build_model`)."""
+
+    backbone: str = "resnet50"
+    pretrained: str | None = None  # None, "imagenet" or a path to a local weights file
+    last_stride: int = 1
+    pooling: Literal["avg", "max", "gem"] = "avg"
+    gem_p: float = 3.0
+    neck: Literal["bnneck", "none"] = "bnneck"
+    neck_feat: Literal["before", "after"] = "after"
+    embedding_dim: int = 0  # 0: no reduction
+    dropout: float = 0.0
+    backbone_options: dict[str, Any] = field(default_factory=dict)  # e.g. zero_init_residual
+    channels_last: bool = False
+    compile: bool = False
+    sync_bn: bool = False
+
+
+#: Losses that take ``loss.temperature``: the Sparse Pairwise family.
+SPARSE_PAIRWISE_LOSSES = ("adasp", "sp-h", "sp-lh")
+
+
+@dataclass
+class LossConfig:
+    """``ce_weight·CE(label smoothing) + weight·metric``.
+
+    ``ce_weight: 0`` trains the metric loss alone; ``name: none`` trains cross-entropy alone.
+    ``temperature`` is the Sparse Pairwise losses' τ (unused by the other losses, so a sweep over
+    ``loss.name`` can keep it); every other option goes under ``options.<loss name>``, e.g.
+    ``options: {triplet: {margin: 0.3}, supcon: {temperature: 0.07}}``.
+    """
+
+    name: str = "adasp"  # a metric loss from adasp.losses.LOSSES, or "none"
+    weight: float = 1.0  # λ
+    temperature: float = 0.04  # τ of SP-H, SP-LH and AdaSP
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ce_weight: float = 1.0
+    label_smoothing: float = 0.1
+
+
+@dataclass
+class OptimConfig:
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    momentum: float = 0.9  # SGD only
+    nesterov: bool = False  # SGD only
+    bias_lr_factor: float = 1.0
+    bias_weight_decay: float | None = None  # None: same as weight_decay
+    grad_clip: float = 0.0  # max gradient norm; 0 disables
+
+
+@dataclass
+class ScheduleConfig:
+    """Epochs, linear warm-up, frozen backbone, then multi-step or cosine-after-delay decay."""
+
+    epochs: int = 60
+    warmup_iters: int = 2000
+    warmup_factor: float = 0.1  # lr multiplier at iteration 0
+    scheduler: Literal["multistep", "cosine"] = "cosine"
+    milestones: list[int] = field(default_factory=lambda: [30, 50])  # epochs (multistep)
+    gamma: float = 0.1  # multistep factor
+    cosine_delay_epochs: int = 30  # cosine annealing starts after this epoch
+    min_lr_factor: float = 0.002  # cosine floor, as a fraction of lr
+    freeze_backbone_iters: int = 0
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    amp: Literal["none", "bf16", "fp16"] = "none"  # GPU only; ignored on CPU with a warning
+    deterministic: bool = True
+    eval_every: int = 10  # epochs; 0 evaluates only at the end
+    checkpoint_every_iters: int = 0  # also checkpoint mid-epoch; 0: at the end of each epoch
+    log_every: int = 20  # iterations
+    measure_harmful_pairs: bool = False  # needs a dataset with harmful marks (synthetic)
+
+
+@dataclass
+class EvalConfig:
+    metric: Literal["cosine", "euclidean"] = "cosine"
+    max_rank: int = 50
+    ap_mode: Literal["standard", "trapezoid"] = "standard"
+    rerank: bool = False
+    k1: int = 20
+    k2: int = 6
+    lambda_value: float = 0.3
+    flip: bool = False  # average the embeddings of the image and its mirror
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything a run needs; ``adasp train --config`` loads one."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A config path as given, or a preset name looked up in the project's ``configs/``.
+
+    ``quickstart`` and ``market1501/adasp`` name ``configs/quickstart.yaml`` and
+    ``configs/market1501/adasp.yaml``.
+    """
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    candidates = [PRESET_DIR / name, PRESET_DIR / f"{name}.yaml"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    looked = ", ".join(str(p) for p in [path, *candidates])
+    raise MissingPathError(
+        f"config {str(name)!r} not found (looked at: {looked}); give a YAML file path or a preset "
+        f"name under {PRESET_DIR}"
+    )
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_yaml_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML preset and merge the presets its ``_base_`` key names (recursively)."""
+    path = Path(path).resolve()
+    if path in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, path))
+        raise ConfigError(f"_base_ cycle: {chain}")
+    if not path.is_file():
+        raise MissingPathError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {data!r}")
+    bases = data.pop("_base_", [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: _base_ must be a path or a list of paths, got {bases!r}")
+    merged: dict[str, Any] = {}
+    for base in bases:
+        merged = _merge(merged, read_yaml_with_bases(path.parent / base, (*_seen, path)))
+    return _merge(merged, data)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML: numbers, lists, null...)."""
+    out = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"override {item!r} is not of the form key=value (e.g. loss.temperature=0.05)"
+            )
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        parts = key.strip().split(".")
+        node = out
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: '{part}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> ExperimentConfig:
+    """Load, override and validate a configuration (defaults only when ``path`` is None)."""
+    data = read_yaml_with_bases(resolve_config_path(path)) if path is not None else {}
+    data = apply_overrides(data, list(overrides or []))
+    config = from_dict(ExperimentConfig, data)
+    validate_config(config)
+    return config
+
+
+def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    """Build and validate a configuration from a plain dict (e.g. one saved in a checkpoint)."""
+    config = from_dict(ExperimentConfig, data)
+    validate_config(config)
+    return config
+
+
+def save_config(config: ExperimentConfig, path: str | Path) -> None:
+    """Write the resolved configuration as YAML, atomically."""
+    from adasp.utils.atomic import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def validate_config(config: ExperimentConfig) -> None:
+    """Cross-field and registry checks; raises :class:`ConfigError` naming the key."""
+    from adasp.losses import LOSSES, loss_options
+
+    d, m, loss, o, s, t, e = (
+        config.data,
+        config.model,
+        config.loss,
+        config.optim,
+        config.schedule,
+        config.train,
+        config.eval,
+    )
+    _validate_data(d)
+    _validate_model(m)
+    metric_names = sorted(n for n in LOSSES if n != "ce")
+    _require(
+        loss.name == "none" or loss.name in metric_names,
+        f"config key 'loss.name': unknown loss {loss.name!r}; allowed: none, "
+        + ", ".join(metric_names),
+    )
+    _require(loss.weight >= 0, f"config key 'loss.weight' must be >= 0, got {loss.weight}")
+    _require(loss.ce_weight >= 0, f"config key 'loss.ce_weight' must be >= 0, got {loss.ce_weight}")
+    _require(
+        loss.name != "none" or loss.ce_weight > 0,
+        "config: 'loss.name' is none and 'loss.ce_weight' is 0, so nothing would be trained",
+    )
+    _require(
+        0 <= loss.label_smoothing < 1,
+        f"config key 'loss.label_smoothing' must be in [0, 1), got {loss.label_smoothing}",
+    )
+    _require(
+        loss.temperature > 0, f"config key 'loss.temperature' must be > 0, got {loss.temperature}"
+    )
+    for name, options in loss.options.items():
+        _require(
+            name in metric_names,
+            f"config key 'loss.options.{name}': unknown loss {name!r}; allowed: "
+            + ", ".join(metric_names),
+        )
+        allowed = [o for o in loss_options(name) if o != "gather_distributed"]
+        if name in SPARSE_PAIRWISE_LOSSES:
+            allowed = [o for o in allowed if o != "temperature"]
+        bad = sorted(set(options) - set(allowed))
+        _require(
+            not bad,
+            f"config key 'loss.options.{name}': loss {name!r} has no option {', '.join(bad)}; "
+            f"allowed: {', '.join(allowed) or 'none'}"
+            + (" (its temperature is loss.temperature)" if name in SPARSE_PAIRWISE_LOSSES else ""),
+        )
+    _require(o.lr > 0, f"config key 'optim.lr' must be > 0, got {o.lr}")
+    _require(
+        o.weight_decay >= 0, f"config key 'optim.weight_decay' must be >= 0, got {o.weight_decay}"
+    )
+    _require(o.grad_clip >= 0, f"config key 'optim.grad_clip' must be >= 0, got {o.grad_clip}")
+    _require(s.epochs >= 1, f"config key 'schedule.epochs' must be >= 1, got {s.epochs}")
+    _require(
+        s.warmup_iters >= 0,
+        f"config key 'schedule.warmup_iters' must be >= 0, got {s.warmup_iters}",
+    )
+    _require(
+        0 < s.warmup_factor <= 1,
+        f"config key 'schedule.warmup_factor' must be in (0, 1], got {s.warmup_factor}",
+    )
+    _require(
+        list(s.milestones) == sorted(s.milestones) and all(ms > 0 for ms in s.milestones),
+        f"config key 'schedule.milestones' must be increasing positive epochs, got {s.milestones}",
+    )
+    _require(0 < s.gamma <= 1, f"config key 'schedule.gamma' must be in (0, 1], got {s.gamma}")
+    _require(
+        0 <= s.cosine_delay_epochs <= s.epochs,
+        f"config key 'schedule.cosine_delay_epochs' must be in [0, epochs={s.epochs}], "
+        f"got {s.cosine_delay_epochs}",
+    )
+    _require(
+        0 <= s.min_lr_factor <= 1,
+        f"config key 'schedule.min_lr_factor' must be in [0, 1], got {s.min_lr_factor}",
+    )
+    _require(
+        s.freeze_backbone_iters >= 0, "config key 'schedule.freeze_backbone_iters' must be >= 0"
+    )
+    _require(t.eval_every >= 0, f"config key 'train.eval_every' must be >= 0, got {t.eval_every}")
+    _require(t.log_every >= 1, f"config key 'train.log_every' must be >= 1, got {t.log_every}")
+    _require(
+        t.checkpoint_every_iters >= 0, "config key 'train.checkpoint_every_iters' must be >= 0"
+    )
+    _require(e.max_rank >= 1, f"config key 'eval.max_rank' must be >= 1, got {e.max_rank}")
+    _require(
+        e.k1 >= 1 and e.k2 >= 1,
+        f"config keys 'eval.k1', 'eval.k2' must be >= 1, got {e.k1}, {e.k2}",
+    )
+    _require(
+        0 <= e.lambda_value <= 1,
+        f"config key 'eval.lambda_value' must be in [0, 1], got {e.lambda_value}",
+    )
+
+
+def _validate_data(d: DataConfig) -> None:
+    from adasp.data import DATASETS
+
+    names = sorted(DATASETS)
+    _require(
+        d.dataset in DATASETS,
+        f"config key 'data.dataset': unknown dataset {d.dataset!r}; allowed: {', '.join(names)}",
+    )
+    for i, test_set in enumerate(d.test_sets):
+        _require(
+            test_set.dataset in DATASETS,
+            f"config key 'data.test_sets[{i}].dataset': unknown dataset {test_set.dataset!r}; "
+            f"allowed: {', '.join(names)}",
+        )
+    _require(
+        d.num_instances >= 1,
+        f"config key 'data.num_instances' must be >= 1, got {d.num_instances}",
+    )
+    _require(
+        d.num_instances <= d.batch_size,
+        f"config key 'data.num_instances' (K = {d.num_instances}) is larger than "
+        f"'data.batch_size' ({d.batch_size}); a batch must hold at least one identity",
+    )
+    _require(
+        d.batch_size % d.num_instances == 0,
+        f"config key 'data.batch_size' ({d.batch_size}) must be a multiple of "
+        f"'data.num_instances' ({d.num_instances})",
+    )
+    _require(
+        all(v > 0 for v in d.image_size),
+        f"config key 'data.image_size' must be two positive integers, got {d.image_size}",
+    )
+    for key in ("flip_p", "random_erasing_p", "autoaugment_p"):
+        value = getattr(d, key)
+        _require(0 <= value <= 1, f"config key 'data.{key}' must be in [0, 1], got {value}")
+    _require(d.padding >= 0, f"config key 'data.padding' must be >= 0, got {d.padding}")
+    _require(d.num_workers >= 0, f"config key 'data.num_workers' must be >= 0, got {d.num_workers}")
+    _require(d.test_batch_size >= 1, "config key 'data.test_batch_size' must be >= 1")
+
+
+def _validate_model(m: ModelConfig) -> None:
+    from adasp.models import BACKBONES
+
+    _require(
+        m.backbone in BACKBONES,
+        f"config key 'model.backbone': unknown backbone {m.backbone!r}; allowed: "
+        + ", ".join(BACKBONES.names())
+        + ", or timm:<model name>",
+    )
+    _require(
+        m.last_stride in (1, 2),
+        f"config key 'model.last_stride' must be 1 or 2, got {m.last_stride}",
+    )
+    _require(
+        m.embedding_dim >= 0, "config key 'model.embedding_dim' must be >= 0 (0: no reduction)"
+    )
+    _require(0 <= m.dropout < 1, f"config key 'model.dropout' must be in [0, 1), got {m.dropout}")
+    _require(m.gem_p > 0, f"config key 'model.gem_p' must be > 0, got {m.gem_p}")

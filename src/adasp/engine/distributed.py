@@ -1,0 +1,111 @@
+"""Process-group set-up for DDP (``torchrun``) and the collectives the engine needs.
+
+``torchrun --nproc_per_node=N -m adasp train ...`` starts N processes and describes the group
+to each through its standard variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT); a
+plain ``adasp train`` is a group of one and touches none of this.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from adasp.errors import UserInputError
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process stands: its rank, the world size and its device."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
+    """``"auto"``/None: CUDA when available, else CPU; otherwise the named device (checked)."""
+    if device in (None, "", "auto"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise UserInputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserInputError(
+                f"device {device!r} requested but CUDA is not available here; use --device cpu"
+            )
+        if resolved.index is None:
+            resolved = torch.device("cuda", local_rank % torch.cuda.device_count())
+    return resolved
+
+
+def init_distributed(device: str | None = "auto") -> DistributedContext:
+    """Join the process group described by torchrun, or make a group of one."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    resolved = resolve_device(device, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        if resolved.type == "cuda":
+            torch.cuda.set_device(resolved)
+        dist.init_process_group(backend="nccl" if resolved.type == "cuda" else "gloo")
+    return DistributedContext(rank, world_size, local_rank, resolved)
+
+
+def shutdown_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(ctx: DistributedContext) -> None:
+    if ctx.distributed:
+        dist.barrier()
+
+
+def broadcast_object(obj: Any, ctx: DistributedContext) -> Any:
+    """Rank 0's ``obj`` on every rank."""
+    if not ctx.distributed:
+        return obj
+    holder = [obj if ctx.is_main else None]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def gather_objects(obj: Any, ctx: DistributedContext) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank."""
+    if not ctx.distributed:
+        return [obj]
+    out: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def gather_rows(tensor: torch.Tensor, ctx: DistributedContext) -> torch.Tensor:
+    """Concatenate every rank's rows (counts may differ) in rank order, on every rank."""
+    if not ctx.distributed:
+        return tensor
+    device = ctx.device if ctx.device.type == "cuda" else torch.device("cpu")
+    local = tensor.to(device)
+    count = torch.tensor([local.shape[0]], device=device)
+    counts = [torch.zeros_like(count) for _ in range(ctx.world_size)]
+    dist.all_gather(counts, count)
+    sizes = [int(c) for c in counts]
+    padded = local.new_zeros((max(sizes), *local.shape[1:]))
+    padded[: local.shape[0]] = local
+    parts = [torch.empty_like(padded) for _ in range(ctx.world_size)]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)]).to(tensor.device)

@@ -1,0 +1,188 @@
+"""Embedding extraction and the benchmarks' test protocols, for a trained or untrained model.
+
+Extraction shards the test images over DDP ranks and gathers the embeddings on every rank;
+evaluation runs the metric of :mod:`adasp.evaluation` per test set. A dataset whose protocol
+is more than one query/gallery split (VehicleID's 10 random gallery draws) has its own entry
+in :data:`PROTOCOLS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from adasp.engine.config import EvalConfig
+from adasp.engine.distributed import DistributedContext, gather_rows
+
+METRIC_KEYS = ("mAP", "rank1", "rank5", "rank10", "mINP")
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return getattr(model, "module", model)  # DDP
+
+
+@torch.no_grad()
+def extract_embeddings(
+    model: nn.Module,
+    samples: Sequence[Any],
+    transform: Any,
+    *,
+    device: torch.device,
+    batch_size: int = 128,
+    num_workers: int = 2,
+    flip: bool = False,
+    channels_last: bool = False,
+    ctx: DistributedContext | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """Embeddings ``(N, D)`` float32 on the CPU of ``samples`` in order.
+
+    Each DDP rank embeds a contiguous shard; the shards are gathered on every rank. ``flip``
+    averages the embeddings of each image and its mirror image.
+    """
+    from adasp.data import build_test_loader
+
+    rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
+    n = len(samples)
+    shard = list(samples[n * rank // world : n * (rank + 1) // world])
+    net = _unwrap(model)
+    was_training = net.training
+    net.eval()
+    parts = []
+    loader = build_test_loader(shard, transform, batch_size=batch_size, num_workers=num_workers)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    for batch in loader:
+        images = (
+            batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        )
+        embedding = net(images).float()
+        if flip:
+            embedding = (embedding + net(images.flip(3)).float()) / 2
+        parts.append(embedding.cpu())
+        if progress is not None:
+            progress(images.shape[0])
+    net.train(was_training)
+    local = torch.cat(parts) if parts else torch.zeros(0, getattr(net, "embedding_dim", 0))
+    if ctx is not None and ctx.distributed:
+        return gather_rows(local, ctx).cpu()
+    return local
+
+
+def _arrays(samples: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    pids = np.fromiter((s.pid for s in samples), dtype=np.int64, count=len(samples))
+    camids = np.fromiter((s.camid for s in samples), dtype=np.int64, count=len(samples))
+    return pids, camids
+
+
+def evaluate_split(
+    query_features: torch.Tensor,
+    gallery_features: torch.Tensor,
+    query: Sequence[Any],
+    gallery: Sequence[Any],
+    cfg: EvalConfig,
+    camera_filter: bool,
+) -> dict[str, Any]:
+    """The ranking metrics of one query/gallery split (the full result dict)."""
+    from adasp.evaluation import evaluate_features
+
+    q_pids, q_camids = _arrays(query)
+    g_pids, g_camids = _arrays(gallery)
+    return evaluate_features(
+        query_features,
+        gallery_features,
+        q_pids,
+        g_pids,
+        q_camids,
+        g_camids,
+        metric=cfg.metric,
+        max_rank=cfg.max_rank,
+        rerank=cfg.rerank,
+        k1=cfg.k1,
+        k2=cfg.k2,
+        lambda_value=cfg.lambda_value,
+        camera_filter=camera_filter,
+        ap_mode=cfg.ap_mode,
+    )
+
+
+@dataclass
+class TestSetResult:
+    """Summary metrics (fractions) of one test set, with the full results behind them.
+
+    ``summary`` has ``mAP``, ``rank1``, ``rank5``, ``rank10``, ``mINP`` (and, for protocols
+    with several draws, ``std`` with the same keys and ``num_draws``).
+    """
+
+    name: str
+    summary: dict[str, Any]
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+Embedder = Callable[[Sequence[Any]], torch.Tensor]
+
+
+def single_split_protocol(
+    dataset: Any, name: str, embed: Embedder, cfg: EvalConfig
+) -> TestSetResult:
+    """The usual protocol: the dataset's query against its gallery."""
+    from adasp.evaluation import summarize
+
+    features = embed(list(dataset.query) + list(dataset.gallery))
+    nq = len(dataset.query)
+    result = evaluate_split(
+        features[:nq], features[nq:], dataset.query, dataset.gallery, cfg, dataset.camera_filter
+    )
+    details = {"result": result, "features": features, "dataset": dataset}
+    return TestSetResult(name, summarize(result), details)
+
+
+def vehicleid_protocol(dataset: Any, name: str, embed: Embedder, cfg: EvalConfig) -> TestSetResult:
+    """VehicleID: 10 random draws of one gallery image per vehicle; mean and std over draws."""
+    from adasp.data import vehicleid_trial_split
+    from adasp.evaluation import aggregate_trials, summarize
+
+    test = list(dataset.query) + list(dataset.gallery)
+    features = embed(test)
+    seed = dataset.options.get("seed", 0) if hasattr(dataset, "options") else 0
+    summaries = []
+    for trial in range(10):
+        q_idx, g_idx = vehicleid_trial_split(test, trial, seed)
+        result = evaluate_split(
+            features[torch.as_tensor(q_idx)],
+            features[torch.as_tensor(g_idx)],
+            [test[i] for i in q_idx],
+            [test[i] for i in g_idx],
+            cfg,
+            camera_filter=False,
+        )
+        summaries.append(summarize(result))
+    aggregate = aggregate_trials(summaries)
+    summary: dict[str, Any] = dict(aggregate["mean"])
+    summary["std"] = dict(aggregate["std"])
+    summary["num_draws"] = len(summaries)
+    return TestSetResult(name, summary, {"trials": summaries})
+
+
+#: Dataset name -> protocol (default: :func:`single_split_protocol`).
+PROTOCOLS: dict[str, Callable[..., TestSetResult]] = {"vehicleid": vehicleid_protocol}
+
+#: Dataset options that select a test variant, appended to the test set's name.
+VARIANT_OPTIONS = ("split", "test_size")
+
+
+def test_set_name(dataset: str, options: dict[str, Any]) -> str:
+    """E.g. ``market1501``, ``cuhk03-labeled``, ``vehicleid-800``, ``veriwild-10000``."""
+    parts = [dataset] + [str(options[k]) for k in VARIANT_OPTIONS if k in options]
+    return "-".join(parts)
+
+
+def run_protocol(dataset: Any, name: str, embed: Embedder, cfg: EvalConfig) -> TestSetResult:
+    """Evaluate ``dataset`` with its protocol, embedding images with ``embed``."""
+    protocol = PROTOCOLS.get(dataset.name, single_split_protocol)
+    return protocol(dataset, name, embed, cfg)

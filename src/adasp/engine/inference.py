@@ -1,0 +1,67 @@
+"""Building a model for inference from a config and (optionally) a checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from adasp.engine.builders import build_reid_model
+from adasp.engine.checkpoint import load_checkpoint, model_state_from_checkpoint
+from adasp.engine.config import ExperimentConfig, config_from_dict, load_config
+from adasp.errors import UserInputError
+
+
+def resolve_run_config(
+    config_path: str | None, checkpoint_path: str | None, overrides: list[str]
+) -> tuple[ExperimentConfig, dict[str, Any] | None]:
+    """The config to use: ``--config`` if given, else the one stored in the checkpoint.
+
+    Returns the config and the loaded checkpoint (None without one).
+    """
+    checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None
+    if config_path is not None:
+        return load_config(config_path, overrides), checkpoint
+    if checkpoint is not None and isinstance(checkpoint.get("config"), dict):
+        from adasp.engine.config import apply_overrides
+
+        return config_from_dict(apply_overrides(checkpoint["config"], overrides)), checkpoint
+    raise UserInputError(
+        "no configuration: pass --config C (a preset name or YAML file), or a --checkpoint written "
+        "by adasp train (it stores its config)"
+    )
+
+
+def build_inference_model(
+    config: ExperimentConfig,
+    checkpoint: dict[str, Any] | None,
+    device: torch.device,
+    checkpoint_path: str | Path | None = None,
+) -> nn.Module:
+    """The configured model in eval mode on ``device``, with the checkpoint's weights if any.
+
+    Without a checkpoint the model is as configured (random, or ``model.pretrained``): the
+    "untrained" baseline.
+    """
+    from adasp.models import prepare_model
+
+    num_classes = int(checkpoint.get("num_classes", 0)) if checkpoint is not None else 0
+    model_cfg = config.model
+    if checkpoint is not None:
+        # The checkpoint replaces every weight: do not fetch ImageNet weights first.
+        model_cfg = dataclasses.replace(model_cfg, pretrained=None)
+    model = build_reid_model(model_cfg, num_classes)
+    if checkpoint is not None:
+        state = model_state_from_checkpoint(checkpoint, checkpoint_path or "the checkpoint")
+        result = model.load_state_dict(state, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise UserInputError(
+                f"checkpoint {checkpoint_path} does not match model.backbone="
+                f"{config.model.backbone!r}: missing {list(result.missing_keys)[:5]}, unexpected "
+                f"{list(result.unexpected_keys)[:5]}; use the config the checkpoint was trained with"
+            )
+    model = prepare_model(model, device, channels_last=config.model.channels_last, compile=False)
+    return model.eval()

@@ -1,0 +1,49 @@
+"""A run's logs: JSON lines (one object per event) and TensorBoard scalars, on rank 0 only."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+
+class RunLog:
+    """Appends events to ``OUT/log.jsonl`` and scalars to TensorBoard under ``OUT/tensorboard``.
+
+    Args:
+        output_dir: the run folder.
+        enabled: False on non-main ranks (then every call is a no-op).
+        tensorboard: also write TensorBoard event files.
+    """
+
+    def __init__(self, output_dir: str | Path, enabled: bool = True, tensorboard: bool = True):
+        self.enabled = enabled
+        self.path = Path(output_dir) / "log.jsonl"
+        self._writer = None
+        if enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = self.path.open("a", encoding="utf-8")
+            if tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._writer = SummaryWriter(log_dir=str(Path(output_dir) / "tensorboard"))
+
+    def event(self, kind: str, step: int, **values: Any) -> None:
+        """Log one event: a JSON line, and each numeric value as ``kind/name`` in TensorBoard."""
+        if not self.enabled:
+            return
+        record = {"event": kind, "step": step, "time": round(time.time(), 3), **values}
+        self._handle.write(json.dumps(record, default=float) + "\n")
+        self._handle.flush()
+        if self._writer is not None:
+            for name, value in values.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._writer.add_scalar(f"{kind}/{name}", value, step)
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        self._handle.close()
+        if self._writer is not None:
+            self._writer.close()

@@ -1,0 +1,277 @@
+"""Parameter sweeps: every combination of a grid of config values, each a normal run.
+
+``adasp sweep --config C --grid loss.temperature=0.01,0.02,0.04 --output DIR`` trains one run
+per value in ``DIR/<key>=<value>/``. Finished runs (with ``metrics.json``) are skipped and
+interrupted ones resumed, so re-running the same command completes a sweep. The metrics of all
+runs are collected into ``DIR/results.csv`` and ``DIR/results.md``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from adasp.engine.config import load_config, resolve_config_path
+from adasp.engine.typed_config import ConfigError
+from adasp.errors import UserInputError
+from adasp.utils.atomic import atomic_write_json, atomic_write_text
+from adasp.utils.tables import format_table
+
+RESULT_METRICS = ("mAP", "rank1", "rank5", "rank10", "mINP")
+MANIFEST = "sweep.json"
+
+
+@dataclass(frozen=True)
+class GridAxis:
+    """One swept config key and its values (as written, parsed like overrides)."""
+
+    key: str
+    values: tuple[str, ...]
+
+
+def _split_values(text: str) -> list[str]:
+    """Split on commas outside brackets, so ``[128,64],[256,128]`` gives two values."""
+    parts, depth, current = [], 0, []
+    for char in text:
+        if char in "[{(":
+            depth += 1
+        elif char in "]})":
+            depth -= 1
+        if char == "," and depth == 0:
+            parts.append("".join(current).strip())
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current).strip())
+    return parts
+
+
+def parse_grid(spec: str) -> GridAxis:
+    """``key=v1,v2,...`` as a :class:`GridAxis`."""
+    key, sep, values = spec.partition("=")
+    items = _split_values(values) if sep else []
+    if not sep or not key.strip() or not all(items):
+        raise ConfigError(
+            f"--grid {spec!r} is not of the form key=v1,v2,... (e.g. loss.temperature=0.02,0.04)"
+        )
+    if len(set(items)) != len(items):
+        raise ConfigError(f"--grid {spec!r} repeats a value")
+    return GridAxis(key.strip(), tuple(items))
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One combination: its folder name and the overrides that make it."""
+
+    name: str
+    assignment: tuple[tuple[str, str], ...]
+
+    @property
+    def overrides(self) -> list[str]:
+        return [f"{k}={v}" for k, v in self.assignment]
+
+
+def _folder_name(assignment: Sequence[tuple[str, str]]) -> str:
+    text = ",".join(f"{k}={v}" for k, v in assignment)
+    return "".join(c if c.isalnum() or c in "=,.-_+" else "_" for c in text)
+
+
+def expand_grid(axes: Sequence[GridAxis]) -> list[SweepRun]:
+    """Every combination of the axes' values, in grid order."""
+    keys = [a.key for a in axes]
+    if len(set(keys)) != len(keys):
+        raise ConfigError(f"a key appears in two --grid options: {keys}")
+    runs = []
+    for values in itertools.product(*(a.values for a in axes)):
+        assignment = tuple(zip(keys, values, strict=True))
+        runs.append(SweepRun(_folder_name(assignment), assignment))
+    return runs
+
+
+class Sweep:
+    """A sweep over ``axes`` of the config ``config`` (with ``overrides``) into ``output``.
+
+    Args:
+        config: preset name or YAML path.
+        axes: the grid.
+        output: the sweep folder.
+        overrides: applied to every run before its grid values.
+        device: passed to every run.
+        processes: run each combination as its own ``adasp train`` process (logs in
+            ``<run>/train.log``) instead of in this process.
+        jobs: with ``processes``, how many runs at once (devices assigned round-robin).
+        devices: devices for process runs, e.g. ``["cuda:0", "cuda:1"]``.
+    """
+
+    def __init__(
+        self,
+        config: str,
+        axes: Sequence[GridAxis],
+        output: str | Path,
+        overrides: Sequence[str] = (),
+        device: str = "auto",
+        processes: bool = False,
+        jobs: int = 1,
+        devices: Sequence[str] = (),
+    ) -> None:
+        if not axes:
+            raise ConfigError("a sweep needs at least one --grid key=v1,v2,...")
+        if jobs < 1:
+            raise UserInputError(f"--jobs must be >= 1, got {jobs}")
+        self.config_path = str(resolve_config_path(config))
+        self.axes = list(axes)
+        self.output = Path(output).expanduser()
+        self.overrides = list(overrides)
+        self.device = device
+        self.processes = processes
+        self.jobs = jobs
+        self.devices = list(devices) or [device]
+        self.runs = expand_grid(self.axes)
+        # Validate every combination before anything runs.
+        for run in self.runs:
+            try:
+                load_config(self.config_path, self.overrides + run.overrides)
+            except ConfigError as error:
+                raise ConfigError(f"sweep run {run.name}: {error}") from None
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "config": self.config_path,
+            "overrides": self.overrides,
+            "grid": [{"key": a.key, "values": list(a.values)} for a in self.axes],
+            "runs": [{"name": r.name, "overrides": r.overrides} for r in self.runs],
+        }
+
+    def _write_manifest(self) -> None:
+        path = self.output / MANIFEST
+        manifest = self.manifest()
+        if path.exists():
+            old = json.loads(path.read_text())
+            same = {k: old.get(k) for k in ("config", "overrides", "grid")}
+            if same != {k: manifest[k] for k in ("config", "overrides", "grid")}:
+                raise UserInputError(
+                    f"{self.output} holds a different sweep ({path}); use another --output or "
+                    "the same --config, overrides and --grid options"
+                )
+        atomic_write_json(path, manifest)
+
+    def status(self) -> dict[str, str]:
+        """``done``, ``partial`` (a checkpoint, no metrics) or ``todo`` per run."""
+        out = {}
+        for run in self.runs:
+            folder = self.output / run.name
+            if (folder / "metrics.json").exists():
+                out[run.name] = "done"
+            elif (folder / "checkpoints" / "last.pt").exists():
+                out[run.name] = "partial"
+            else:
+                out[run.name] = "todo"
+        return out
+
+    def run(self) -> list[dict[str, Any]]:
+        """Run every unfinished combination, then collect and return the results."""
+        self.output.mkdir(parents=True, exist_ok=True)
+        self._write_manifest()
+        status = self.status()
+        pending = [r for r in self.runs if status[r.name] != "done"]
+        print(
+            f"sweep {self.output}: {len(self.runs)} runs, {len(self.runs) - len(pending)} done, "
+            f"{len(pending)} to run",
+            file=sys.stderr,
+        )
+        if self.processes:
+            with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+                futures = [
+                    pool.submit(self._run_process, run, self.devices[i % len(self.devices)])
+                    for i, run in enumerate(pending)
+                ]
+                for future in futures:
+                    future.result()
+        else:
+            for run in pending:
+                self._run_in_process(run)
+        return collect_results(self.output)
+
+    def _run_in_process(self, run: SweepRun) -> None:
+        from adasp.engine.trainer import Trainer
+
+        print(f"sweep: training {run.name}", file=sys.stderr)
+        config = load_config(self.config_path, self.overrides + run.overrides)
+        Trainer(config, self.output / run.name, device=self.device, resume=True).fit()
+
+    def _run_process(self, run: SweepRun, device: str) -> None:
+        folder = self.output / run.name
+        folder.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable, "-m", "adasp", "train", "--config", self.config_path,
+            "--output", str(folder), "--resume", "--no-progress", "--device", device,
+            *self.overrides, *run.overrides,
+        ]  # fmt: skip
+        print(
+            f"sweep: training {run.name} on {device} (log: {folder / 'train.log'})", file=sys.stderr
+        )
+        with (folder / "train.log").open("a", encoding="utf-8") as log:
+            code = subprocess.run(
+                command, stdout=log, stderr=subprocess.STDOUT, check=False
+            ).returncode
+        if code != 0:
+            raise UserInputError(
+                f"sweep run {run.name} failed (exit {code}); see {folder / 'train.log'}"
+            )
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise UserInputError(f"{folder} is not a sweep folder: {path} not found (run adasp sweep)")
+    return json.loads(path.read_text())
+
+
+def collect_results(folder: str | Path) -> list[dict[str, Any]]:
+    """One row per finished run: its grid values and metrics; writes results.csv/.md."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    keys = [axis["key"] for axis in manifest["grid"]]
+    rows = []
+    for run in manifest["runs"]:
+        metrics_path = folder / run["name"] / "metrics.json"
+        if not metrics_path.exists():
+            continue
+        metrics = json.loads(metrics_path.read_text())
+        row: dict[str, Any] = {"run": run["name"]}
+        row.update(dict(o.split("=", 1) for o in run["overrides"]))
+        row.update({m: metrics.get(m) for m in RESULT_METRICS})
+        for name, value in (metrics.get("harmful_pairs") or {}).items():
+            if name != "batches":
+                row[f"harmful/{name}"] = value
+        rows.append(row)
+    columns = ["run", *keys, *RESULT_METRICS]
+    extra = sorted({k for r in rows for k in r} - set(columns))
+    columns += extra
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(folder / "results.csv", buffer.getvalue())
+    table_rows = [
+        [r.get(k, "") for k in keys]
+        + [100 * r[m] if isinstance(r.get(m), float) else "" for m in RESULT_METRICS]
+        + [r.get(k, "") for k in extra]
+        for r in rows
+    ]
+    table = format_table([*keys, *RESULT_METRICS, *extra], table_rows, precision=2, markdown=True)
+    atomic_write_text(
+        folder / "results.md",
+        f"# Sweep results ({len(rows)} of {len(manifest['runs'])} runs finished)\n\n"
+        f"Config: `{manifest['config']}`; metrics in percent.\n\n{table}\n",
+    )
+    return rows

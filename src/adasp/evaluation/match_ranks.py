@@ -1,0 +1,374 @@
+"""The ranks of each query's true matches in its filtered, stably sorted gallery, without
+sorting the gallery.
+
+For one block of queries ``dist (B, G)``: each query's M good matches are sorted by
+``(distance, gallery index)``. Every other ranked item is then located among the 2M sorted
+thresholds ``{prev(v), v}`` of the match distances v (prev = the next float below v): O(G)
+cheap work per query (:class:`ThresholdGrid`) instead of the O(G log G) full sort. A
+histogram of the positions gives, per match, the number of items nearer than it (``< v``)
+and at exactly its distance (``== v``, rare with float features); the latter are placed by
+gallery index, which is what a stable sort does. Items farther than a query's last match
+cannot change any rank, so when they are most of the gallery (a trained model) only the
+nearer ones are located.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+#: Share of a block's items nearer than their query's last match below which those items are
+#: packed first (two extra passes over the block, then work per packed item only) rather than
+#: locating every item (the measured crossover on CPU is about 12 %).
+PACK_BELOW_SHARE = 0.12
+
+#: Items located at once on CPU: torch's grain size, so that each operation stays on one
+#: thread, and the temporaries stay in cache.
+SLICE_ELEMENTS = 1 << 15
+
+#: Lookup-table entries of one :class:`ThresholdGrid` (rows x bins), built for a group of rows.
+GRID_ENTRIES = 1 << 18
+
+#: Items equal to a threshold resolved together (bounds their memory with heavy ties).
+TIE_BATCH = 1 << 20
+
+#: Grid bins of :class:`ThresholdGrid` per row: ``sqrt(GRID_BALANCE * items * thresholds)``
+#: (at least 4 per threshold) balances building the table (per bin) against resolving the
+#: values that share a bin with a threshold (a share of about thresholds / bins).
+GRID_BALANCE = 8
+
+
+def same_identity_items(
+    q_pids: torch.Tensor, sorted_pids: torch.Tensor, pid_order: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gallery indices of each query's identity, ``(B, L)`` padded, and the ``(B, L)`` mask of
+    real entries. ``sorted_pids``/``pid_order``: the gallery identities sorted stably and the
+    permutation doing it, so that the indices of one identity ascend."""
+    start = torch.searchsorted(sorted_pids, q_pids, side="left")
+    count = torch.searchsorted(sorted_pids, q_pids, side="right") - start
+    width = int(count.max()) if q_pids.numel() else 0
+    offsets = torch.arange(width, device=q_pids.device)
+    present = offsets < count[:, None]
+    last = max(sorted_pids.numel() - 1, 0)
+    return pid_order[(start[:, None] + offsets).clamp(max=last)], present
+
+
+def match_ranks(
+    dist: torch.Tensor,
+    q_pids: torch.Tensor,
+    q_camids: torch.Tensor,
+    g_camids: torch.Tensor,
+    sorted_pids: torch.Tensor,
+    pid_order: torch.Tensor,
+    junk_cols: torch.Tensor | None,
+    camera_filter: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """0-based ranks ``(B, Mmax)`` of each query's good matches among its ranked items, in
+    increasing order, and the number of good matches ``(B,)``; entries beyond a query's count
+    are meaningless.
+
+    Ranked items: all gallery items but the junk ones, i.e. those of the junk identity
+    (``junk_cols``) and, with ``camera_filter``, the query identity's items in the query's
+    camera. Good matches: the ranked items of the query's identity.
+    """
+    device = dist.device
+    rows, gallery = dist.shape
+    if rows == 0 or gallery == 0:
+        empty = torch.zeros(rows, dtype=torch.int64, device=device)
+        return torch.zeros((rows, 0), dtype=torch.int64, device=device), empty
+    same, present = same_identity_items(q_pids, sorted_pids, pid_order)
+    good = present
+    if junk_cols is not None:
+        good = good & ~junk_cols[same]
+    if camera_filter:
+        good = good & (g_camids[same] != q_camids[:, None])
+    num_matches = good.sum(1)
+    max_matches = int(num_matches.max()) if rows and same.shape[1] else 0
+    if max_matches == 0:
+        return torch.zeros((rows, 0), dtype=torch.int64, device=device), num_matches
+
+    # Good matches moved to the front (stable: gallery order kept), then sorted by distance:
+    # a stable sort of index-ordered items orders them by (distance, index).
+    front = torch.sort((~good).to(torch.uint8), dim=1, stable=True).indices[:, :max_matches]
+    match_idx = same.gather(1, front)
+    is_pad = torch.arange(max_matches, device=device) >= num_matches[:, None]
+    match_dist = dist.gather(1, match_idx).masked_fill(is_pad, math.inf)
+    match_dist, perm = torch.sort(match_dist, dim=1, stable=True)
+    match_idx = match_idx.gather(1, perm).masked_fill(is_pad, gallery)
+
+    # Items never ranked against their own identity's matches: the identity's items (good ones
+    # are counted as matches, the others are junk). Pads repeat a real entry.
+    excluded = torch.where(present, same, same[:, :1])
+    last = match_dist.gather(1, (num_matches - 1).clamp(min=0)[:, None])
+    last = last.masked_fill(num_matches[:, None] == 0, -math.inf)  # skipped queries: nothing
+    matches = _Matches(match_dist, match_idx, num_matches, gallery)
+    sampled = dist[:, ::16] <= last  # a cheap estimate of the share of nearer items
+    if int(sampled.sum(dtype=torch.int32)) > PACK_BELOW_SHARE * sampled.numel():
+        counts, tie_fix = _histogram(dist, matches, excluded, junk_cols)
+    else:
+        # Only the items no farther than the last match matter: locate just those.
+        candidate = dist <= last
+        if junk_cols is not None:
+            candidate &= ~junk_cols
+        candidate.scatter_(1, excluded, False)
+        hit_row, hit_col = candidate.nonzero(as_tuple=True)
+        counts, tie_fix = _histogram_items(hit_row, hit_col, dist[hit_row, hit_col], matches)
+    before = _nearer(counts, matches) + tie_fix
+    return torch.arange(max_matches, device=device) + before, num_matches
+
+
+class _Matches:
+    """One block's sorted good matches: distances and gallery indices ``(B, Mmax)`` (+inf and
+    G as padding), counts ``(B,)``, and the thresholds ``(B, 2 Mmax)``: each match distance v
+    and the float just below it, sorted (+inf for the padding)."""
+
+    def __init__(self, dist, idx, count, gallery, thresholds=None):
+        self.dist, self.idx, self.count, self.gallery = dist, idx, count, gallery
+        if thresholds is None:
+            below = torch.nextafter(dist, dist.new_tensor(-math.inf))
+            is_pad = torch.arange(dist.shape[1], device=dist.device) >= count[:, None]
+            below = below.masked_fill(is_pad, math.inf)
+            thresholds = torch.sort(torch.cat([below, dist], dim=1), dim=1).values
+        self.thresholds = thresholds
+
+    def rows(self, part: slice) -> _Matches:
+        return _Matches(
+            self.dist[part], self.idx[part], self.count[part], self.gallery, self.thresholds[part]
+        )
+
+
+def _grid_bins(items_per_row: float, thresholds: int) -> int:
+    return max(4 * thresholds, int(math.sqrt(GRID_BALANCE * items_per_row * thresholds)))
+
+
+def _histogram(values, matches, excluded, junk_cols):
+    """Per row, how many ranked items of ``values (B, G)`` lie at each threshold position,
+    skipping the ``excluded (B, L)`` columns and ``junk_cols (G,)``. Returns ``counts (B,
+    2 Mmax + 1)`` and :func:`_ties_before` ``(B, Mmax)``.
+
+    On CPU the items are taken in slices of at most :data:`SLICE_ELEMENTS`: the temporaries
+    stay in cache, and each operation runs on the calling thread (torch splits operations
+    over threads from 32768 elements on; many small split operations stall badly when other
+    processes share the cores).
+    """
+    device = values.device
+    rows, width = values.shape
+    positions = matches.thresholds.shape[1] + 1
+    bins = positions + 1  # the positions, then a trash bin for items not to count
+    counts = torch.zeros((rows, bins), dtype=torch.int64, device=device)
+    tie_fix = torch.zeros(matches.dist.shape, dtype=torch.int64, device=device)
+    if device.type == "cpu":
+        row_step = max(1, SLICE_ELEMENTS // max(width, 1))
+        col_step = width if row_step > 1 else SLICE_ELEMENTS
+    else:  # accelerators take the block at once: fewer launches
+        row_step, col_step = rows, width
+    size = min(row_step, rows) * min(col_step, width)
+    # Reused buffers: fresh large allocations cost page faults on every slice.
+    flat_buffers = (
+        values.new_empty(size),
+        torch.empty(size, dtype=torch.int64, device=device),
+        torch.empty(size, dtype=torch.int32, device=device),
+    )
+    offsets = torch.arange(min(row_step, rows), device=device, dtype=torch.int32)[:, None] * bins
+    grid_bins = _grid_bins(width, positions - 1)
+    group_rows = max(row_step, min(rows, GRID_ENTRIES // grid_bins))
+    for g0 in range(0, rows, group_rows):
+        group = slice(g0, min(g0 + group_rows, rows))
+        local = matches.rows(group)
+        grid = ThresholdGrid(local.thresholds, local.count > 0, grid_bins)
+        ties = _TieCollector(local, tie_fix[group])
+        for r0 in range(group.start, group.stop, row_step):
+            r1 = min(r0 + row_step, group.stop)
+            for c0 in range(0, width, col_step):
+                c1 = min(c0 + col_step, width)
+                shape = (r1 - r0, c1 - c0)
+                buffers = tuple(b[: shape[0] * shape[1]].view(shape) for b in flat_buffers)
+                position = grid.locate(values[r0:r1, c0:c1], slice(r0 - g0, r1 - g0), buffers)
+                _skip(position, excluded[r0:r1], c0, junk_cols, grid.trash, width)
+                row, col = (position < 0).nonzero(as_tuple=True)
+                if row.numel():
+                    value = values[r0:r1, c0:c1][row, col]
+                    exact = grid.exact(row + (r0 - g0), value)
+                    position[row, col] = exact.to(torch.int32)
+                    ties.add(row + (r0 - g0), col + c0, value, exact)
+                position += offsets[: shape[0]]
+                counted = torch.bincount(position.view(-1), minlength=shape[0] * bins)
+                counts[r0:r1] += counted.view(shape[0], bins)
+        ties.flush()
+    return counts[:, :positions], tie_fix
+
+
+def _skip(position, excluded, c0, junk_cols, trash, gallery):
+    """Send the excluded columns (``excluded`` per row, gallery indices) and the junk columns
+    of a slice of ``position`` starting at gallery column ``c0`` (of ``gallery``) to the
+    ``trash`` position."""
+    rows, width = position.shape
+    if c0 == 0 and width == gallery:
+        position.scatter_(1, excluded, trash)  # whole rows: a direct scatter
+    else:
+        local = excluded - c0
+        inside = (local >= 0) & (local < width)
+        row = torch.arange(rows, device=position.device)[:, None].expand_as(local)
+        position[row[inside], local[inside]] = trash
+    if junk_cols is not None:
+        position[:, junk_cols[c0 : c0 + width]] = trash
+
+
+class _TieCollector:
+    """Gathers the items that equal a threshold (rare with float distances) and adds their
+    :func:`_ties_before` to ``out`` in batches of bounded size."""
+
+    def __init__(self, matches, out):
+        self.matches, self.out, self.parts, self.size = matches, out, [], 0
+
+    def add(self, row, col, value, position):
+        count = self.matches.thresholds.shape[1]
+        at = self.matches.thresholds.view(-1)[row * count + position.clamp(max=count - 1)]
+        equal = (position < count) & (at == value)
+        if bool(equal.any()):
+            self.parts.append((row[equal], col[equal], value[equal], position[equal]))
+            self.size += int(equal.sum())
+            if self.size > TIE_BATCH:
+                self.flush()
+
+    def flush(self):
+        if self.parts:
+            row, col, value, position = (torch.cat(p) for p in zip(*self.parts, strict=True))
+            self.out += _ties_before(row, col, value, position, self.matches)
+            self.parts, self.size = [], 0
+
+
+def _histogram_items(row, col, value, matches):
+    """:func:`_histogram` of single items at ``(row, col)`` with distances ``value`` (1-D)."""
+    rows, count = matches.thresholds.shape
+    bins = _grid_bins(row.numel() / max(rows, 1), count)
+    grid = ThresholdGrid(matches.thresholds, matches.count > 0, bins)
+    position = grid.locate_items(row, value)
+    (unsure,) = (position < 0).nonzero(as_tuple=True)
+    position[unsure] = grid.exact(row[unsure], value[unsure])
+    flat = row * grid.width + position
+    counts = torch.bincount(flat, minlength=rows * grid.width).view(rows, grid.width)
+    tie_fix = _ties_before(row[unsure], col[unsure], value[unsure], position[unsure], matches)
+    return counts, tie_fix
+
+
+def _nearer(counts, matches):
+    """``(B, Mmax)`` items strictly nearer than each match, from the position histogram."""
+    # at_most[r, i]: items <= thresholds[r, i]; an item is <= a threshold t iff its position
+    # is <= that of t (t being one of the thresholds). Nearer than v: <= the float below v.
+    at_most = torch.cumsum(counts, dim=1)
+    below = torch.nextafter(matches.dist, matches.dist.new_tensor(-math.inf))
+    at = torch.searchsorted(matches.thresholds, below).clamp(max=counts.shape[1] - 1)
+    return at_most.gather(1, at)
+
+
+def _ties_before(row, col, value, position, matches):
+    """``(B, Mmax)``: per match, the items among ``(row, col)`` (distances ``value``, threshold
+    ``position``s) at exactly its distance with a smaller gallery index: a stable sort puts
+    them before it (:func:`_nearer` counts only strictly nearer items)."""
+    rows, max_matches = matches.dist.shape
+    count = matches.thresholds.shape[1]
+    flat = row * count + position.clamp(max=count - 1)
+    # Per threshold, the matches nearer than it and no farther than it: the item's group of
+    # equal-distance matches, when it equals a threshold that is a match distance.
+    group = torch.searchsorted(matches.dist, matches.thresholds).view(-1)[flat]
+    group_end = torch.searchsorted(matches.dist, matches.thresholds, side="right").view(-1)[flat]
+    tied = (position < count) & (matches.thresholds.view(-1)[flat] == value) & (group_end > group)
+    row, col, group, group_end = row[tied], col[tied], group[tied], group_end[tied]
+    bucket = group + _group_matches_before(matches, row, group, col)
+    # It precedes the group's matches from `bucket` on; one after all of them precedes none
+    # (the later groups count it as nearer already): to the unread bucket.
+    bucket = bucket.masked_fill(bucket == group_end, max_matches)
+    flat = row * (max_matches + 1) + bucket
+    cum = torch.bincount(flat, minlength=rows * (max_matches + 1)).view(rows, max_matches + 1)
+    cum = torch.cat([cum.new_zeros(rows, 1), torch.cumsum(cum, 1)], dim=1)
+    group_start = torch.searchsorted(matches.dist, matches.dist)  # cum[:, g]: buckets < g
+    return cum[:, 1 : max_matches + 1] - cum.gather(1, group_start)
+
+
+class ThresholdGrid:
+    """Locates values among sorted per-row thresholds with a few elementwise operations.
+
+    ``position(v) = #{thresholds < v}``. Each row's finite thresholds span a uniform grid of
+    ``bins`` bins; a value's bin comes from a subtraction, a multiplication, a clamp and a
+    truncation. These are monotone and are computed by exactly the same float operations for
+    thresholds and values, so a value in a bin without thresholds has the position stored for
+    that bin (a lookup). Values in bins holding thresholds (a few percent) are marked -1 and
+    resolved exactly by :meth:`exact`. This replaces a branchy binary search per value
+    (~30 ns on CPU) by a few ns of cache-resident work. ``trash`` (= ``width``) is a position
+    past all, for values not to count (rows marked inactive get it everywhere).
+    """
+
+    def __init__(self, thresholds: torch.Tensor, active: torch.Tensor, bins: int) -> None:
+        rows, count = thresholds.shape
+        device = thresholds.device
+        self.thresholds = thresholds
+        self.width = count + 1  # positions 0 .. count
+        self.trash = self.width
+        self.bins = bins
+        finite = torch.isfinite(thresholds)
+        first = thresholds[:, :1]
+        self.lo = torch.where(finite[:, :1], first, torch.zeros_like(first))  # no inf - inf
+        hi = torch.where(finite, thresholds, self.lo).amax(1, keepdim=True)
+        scale = bins / (hi - self.lo)
+        # Degenerate spans (no finite threshold, overflow): any positive scale stays exact.
+        self.scale = torch.where(torch.isfinite(scale) & (scale > 0), scale, 1.0)
+        stride = bins + 3  # bin 0: below the first threshold; bins + 2: above the last
+        bin_of = self._bin(thresholds, self.lo, self.scale).masked_fill_(~finite, stride)
+        row_base = torch.arange(rows, device=device)[:, None] * (stride + 1)
+        per_bin = torch.bincount((bin_of + row_base).view(-1), minlength=rows * (stride + 1))
+        per_bin = per_bin.view(rows, stride + 1)[:, :stride]
+        self.bin_start = torch.cumsum(per_bin, 1) - per_bin
+        self.bin_count = per_bin
+        lookup = torch.where(per_bin > 0, -1, self.bin_start)
+        self.lookup = lookup.masked_fill_(~active[:, None], self.trash).to(torch.int32)
+
+    def _bin(self, values, lo, scale, buffers=None) -> torch.Tensor:
+        """Grid bins of ``values``; ``buffers`` (float, int64) shaped like ``values``."""
+        if buffers is None:
+            y = torch.empty_like(values)
+            bins = torch.empty(values.shape, dtype=torch.int64, device=values.device)
+        else:
+            y, bins = buffers
+        torch.sub(values, lo, out=y)
+        y.mul_(scale).clamp_(-1.0, self.bins + 1.0).add_(1.0)
+        return bins.copy_(y)  # truncation, as .to(int64)
+
+    def locate(self, values: torch.Tensor, rows: slice, buffers=None) -> torch.Tensor:
+        """Positions ``(r, W)`` int32 of ``values`` (of rows ``rows`` of the grid), -1 where a
+        value shares its bin with a threshold. ``buffers``: (float, int64, int32) tensors
+        shaped like ``values``, reused to avoid the page faults of fresh allocations."""
+        bins = self._bin(values, self.lo[rows], self.scale[rows], buffers and buffers[:2])
+        out = None if buffers is None else buffers[2]
+        return torch.gather(self.lookup[rows], 1, bins, out=out)
+
+    def locate_items(self, row: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """:meth:`locate` for single values ``value`` in rows ``row`` (1-D), as int64."""
+        bins = self._bin(value, self.lo[row, 0], self.scale[row, 0])
+        return self.lookup.view(-1).take(row * self.lookup.shape[1] + bins).long()
+
+    def exact(self, row: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """Positions of single values ``value`` in rows ``row`` (1-D), by comparing them with
+        the few thresholds of their bin."""
+        bins = self._bin(value, self.lo[row, 0], self.scale[row, 0])
+        start, count = self.bin_start[row, bins], self.bin_count[row, bins]
+        position = start.clone()
+        last = self.thresholds.shape[1] - 1
+        for offset in range(int(count.max()) if count.numel() else 0):
+            threshold = self.thresholds[row, (start + offset).clamp(max=last)]
+            position += (offset < count) & (threshold < value)
+        return position
+
+
+def _group_matches_before(matches, row, group, col):
+    """How many matches of the group starting at ``group`` in row ``row`` have a gallery index
+    below ``col``. One binary search over the flat int64 key ``(row, group start, index)``,
+    sorted because matches are ordered by (distance, index) in each row."""
+    rows, max_matches = matches.dist.shape
+    stride = matches.gallery + 1  # > every index, including the padding index G
+    starts = torch.searchsorted(matches.dist, matches.dist, side="left")
+    row_base = torch.arange(rows, device=matches.dist.device)[:, None] * (max_matches + 1)
+    keys = ((row_base + starts) * stride + matches.idx).flatten()
+    base = (row * (max_matches + 1) + group) * stride
+    return torch.searchsorted(keys, base + col) - torch.searchsorted(keys, base)

@@ -1,0 +1,200 @@
+"""MGN, the Multiple Granularity Network (Wang et al., ACM MM 2018), on ResNet50-IBN-a.
+
+Layout (input 256x128; map sizes in brackets):
+
+- a shared stem: ResNet50-IBN-a up to and including ``layer3[0]`` [16x8 after layer3];
+- three branches, each with its own copy of the rest of ``layer3`` and of ``layer4``:
+  branch 1 (global) keeps the stride-2 ``layer4`` [8x4]; branches 2 and 3 use stride 1
+  [16x8] and are also cut into 2 and 3 horizontal stripes;
+- 8 pooled 2048-d vectors (3 global + 2 + 3 stripes), each reduced to 256-d by
+  linear (a 1x1 conv on the pooled map) + BN + ReLU, then a BNNeck and a classifier each.
+
+Training returns the three branches' global 256-d features (the metric loss goes on each,
+before the BNNeck) and the 8 classifiers' logits; inference returns the concatenation of all
+8 embeddings, 8·256 = 2048-d.
+
+Parameter names: the stem's are ResNet50-IBN-a's under ``stem.`` (``stem.conv1.weight``,
+``stem.layer3.0.conv1.weight``); branch ``b`` has ``branches.b.layer3.{1..5}.*`` and
+``branches.b.layer4.{0..2}.*`` with the original block indices, so ImageNet weights map
+by a prefix (see :meth:`MGNBackbone.remap_state_dict`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from adasp.errors import UserInputError
+from adasp.models.head import BNNeck
+from adasp.models.ibn import IMAGENET_URLS, resnet50_ibn_a
+from adasp.models.pooling import build_pooling, pool_stripes
+from adasp.models.resnet import set_layer_stride
+
+#: Stripes per branch in the published design: global, 2 parts, 3 parts.
+MGN_PARTS = (1, 2, 3)
+
+
+class MGNBackbone(nn.Module):
+    """MGN's shared stem and per-branch copies of ``layer3[1:]`` and ``layer4``.
+
+    Args:
+        parts: stripes per branch; a branch with 1 stripe is a global branch.
+        global_stride: ``layer4`` stride of the global branches (2 in the published design);
+            striped branches always use stride 1, for enough rows per stripe.
+
+    ``forward(images (B, 3, H, W))`` -> a list with one feature map per branch,
+    ``(B, 2048, H/32, W/32)`` for global branches and ``(B, 2048, H/16, W/16)`` otherwise.
+    """
+
+    head_type = "mgn"
+
+    def __init__(self, parts: Sequence[int] = MGN_PARTS, global_stride: int = 2) -> None:
+        super().__init__()
+        parts = tuple(parts)
+        if not parts or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in parts):
+            raise UserInputError(f"MGN parts must be integers >= 1 per branch, got {parts!r}")
+        if global_stride not in (1, 2):
+            raise UserInputError(f"MGN global_stride must be 1 or 2, got {global_stride!r}")
+        trunk = resnet50_ibn_a(last_stride=2)
+        self.stem = nn.Sequential(
+            OrderedDict(
+                conv1=trunk.conv1,
+                bn1=trunk.bn1,
+                relu=trunk.relu,
+                maxpool=trunk.maxpool,
+                layer1=trunk.layer1,
+                layer2=trunk.layer2,
+                layer3=nn.Sequential(OrderedDict([("0", trunk.layer3[0])])),
+            )
+        )
+        rest_of_layer3 = nn.Sequential(
+            OrderedDict((str(i), trunk.layer3[i]) for i in range(1, len(trunk.layer3)))
+        )
+        self.branches = nn.ModuleList(
+            nn.Sequential(
+                OrderedDict(
+                    layer3=copy.deepcopy(rest_of_layer3),
+                    layer4=set_layer_stride(
+                        copy.deepcopy(trunk.layer4), global_stride if n == 1 else 1
+                    ),
+                )
+            )
+            for n in parts
+        )
+        self.parts = parts
+        self.out_channels = trunk.out_channels
+        self.imagenet_url = IMAGENET_URLS["resnet50_ibn_a"]
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        shared = self.stem(images)
+        return [branch(shared) for branch in self.branches]
+
+    def remap_state_dict(self, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Map a ResNet-50(-IBN-a) state dict (torchvision/IBN-Net names) onto MGN's names.
+
+        ``layer3.0`` and everything before it go to ``stem.``; ``layer3.{1..}`` and
+        ``layer4`` are copied into every branch; other keys (``fc.*``) keep their names and
+        are reported as unexpected. Keys already in MGN's layout pass through.
+        """
+        mapped: dict[str, Tensor] = {}
+        for key, value in state_dict.items():
+            head, _, rest = key.partition(".")
+            if head in ("stem", "branches", "fc") or not rest:
+                mapped[key] = value
+            elif head == "layer4" or (head == "layer3" and not rest.startswith("0.")):
+                for b in range(len(self.branches)):
+                    mapped[f"branches.{b}.{key}"] = value
+            else:
+                mapped[f"stem.{key}"] = value
+        return mapped
+
+
+class MGNHead(nn.Module):
+    """MGN's pooling (global and stripes), 256-d reductions, BNNecks and classifiers.
+
+    Args:
+        parts: stripes per branch, as the backbone's.
+        in_channels: channels of each branch's map (2048).
+        num_classes: training identities; 0 builds no classifiers.
+        pooling, gem_p: pooling per branch (one module per branch, so GeM learns one ``p``
+            per granularity), shared by a branch's global vector and its stripes.
+        reduction_dim: size of every reduced feature (256 in the published design).
+        neck, neck_feat, dropout: as for :class:`BNNeck`, applied to every feature.
+
+    ``forward(maps)``: training -> ``{"features": [3 x (B, reduction_dim)],
+    "logits": [8 x (B, num_classes)]}`` (global branches first, then the stripes top to
+    bottom, branch by branch); eval -> ``(B, 8·reduction_dim)``, not L2-normalised.
+    """
+
+    def __init__(
+        self,
+        parts: Sequence[int],
+        in_channels: int,
+        num_classes: int,
+        *,
+        pooling: str = "avg",
+        gem_p: float = 3.0,
+        reduction_dim: int = 256,
+        neck: str = "bnneck",
+        neck_feat: str = "after",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.parts = tuple(parts)
+        count = len(self.parts) + sum(n for n in self.parts if n > 1)
+        self.pools = nn.ModuleList(build_pooling(pooling, gem_p) for _ in self.parts)
+        self.reductions = nn.ModuleList(
+            nn.Sequential(
+                nn.Linear(in_channels, reduction_dim, bias=False),
+                nn.BatchNorm1d(reduction_dim),
+                nn.ReLU(inplace=True),
+            )
+            for _ in range(count)
+        )
+        self.necks = nn.ModuleList(
+            BNNeck(reduction_dim, num_classes, neck=neck, neck_feat=neck_feat, dropout=dropout)
+            for _ in range(count)
+        )
+        for reduction in self.reductions:
+            nn.init.kaiming_normal_(reduction[0].weight, mode="fan_in")
+            nn.init.ones_(reduction[1].weight)
+            nn.init.zeros_(reduction[1].bias)
+        self.embedding_dim = count * reduction_dim
+        self.num_classes = num_classes
+
+    def forward(self, maps: Sequence[Tensor]) -> dict[str, list[Tensor]] | Tensor:
+        global_vectors = [pool(m) for pool, m in zip(self.pools, maps, strict=True)]
+        stripes = [
+            vector
+            for pool, m, n in zip(self.pools, maps, self.parts, strict=True)
+            if n > 1
+            for vector in pool_stripes(pool, m, n)
+        ]
+        outs = [
+            neck(reduction(vector))
+            for reduction, neck, vector in zip(
+                self.reductions, self.necks, global_vectors + stripes, strict=True
+            )
+        ]
+        if not self.training:
+            return torch.cat([out.embedding for out in outs], dim=1)
+        outputs: dict[str, list[Tensor]] = {
+            "features": [out.feature for out in outs[: len(self.parts)]]
+        }
+        if self.num_classes:
+            outputs["logits"] = [out.logits for out in outs]
+        return outputs
+
+
+def build_mgn(*, last_stride: int = 1, global_stride: int = 2) -> MGNBackbone:
+    """MGN's backbone on ResNet50-IBN-a with branches (global, 2 stripes, 3 stripes).
+
+    ``last_stride`` is not used: MGN fixes its branch strides (``global_stride`` for the
+    global branch, 1 for the striped ones), as published.
+    """
+    del last_stride
+    return MGNBackbone(MGN_PARTS, global_stride)

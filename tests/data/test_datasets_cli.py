@@ -1,0 +1,89 @@
+"""``adasp datasets``: the listing, checking a dataset on disk, and input errors.
+
+The command module is driven through its own parser here, so these tests do not depend on its
+registration in ``adasp.cli.COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from adasp.cli import datasets as command
+from adasp.errors import MissingPathError, UserInputError
+from tests.data.layouts import make_cuhk03, make_market, make_vehicleid
+
+
+def _run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    return command.run(parser.parse_args(argv))
+
+
+def test_listing(capsys):
+    assert _run([]) == 0
+    out = capsys.readouterr().out
+    for name in (
+        "market1501",
+        "dukemtmc",
+        "cuhk03",
+        "msmt17",
+        "veri776",
+        "vehicleid",
+        "veriwild",
+        "folder",
+        "synthetic",
+    ):
+        assert f"\n{name}: " in out
+    assert "bounding_box_train" in out and "vehicle_info.txt" in out
+    assert "split='labeled' (one of labeled, detected)" in out
+
+
+def test_check_prints_summary(tmp_path, capsys):
+    make_market(tmp_path)
+    assert _run(["--dataset", "market1501", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "market1501 at" in out and "identities" in out
+    assert "relabelled 0..2" in out and "same-camera" in out
+
+
+def test_options_are_parsed(tmp_path, capsys):
+    make_cuhk03(tmp_path)
+    make_vehicleid(tmp_path)
+    assert _run(["--dataset", "cuhk03", "--root", str(tmp_path), "--option", "split=detected"]) == 0
+    assert "split=detected" in capsys.readouterr().out
+    argv = ["--dataset", "vehicleid", "--root", str(tmp_path), "--option", "test_size=1600"]
+    assert _run([*argv, "--option", "trial=2"]) == 0
+    out = capsys.readouterr().out
+    assert "test_size=1600, trial=2" in out and "filters nothing by camera" in out
+
+
+def test_synthetic_with_list_option(tmp_path, capsys):
+    argv = ["--dataset", "synthetic", "--root", str(tmp_path)]
+    argv += ["--option", "num_identities=4", "--option", "images_per_identity=4"]
+    argv += ["--option", "image_size=[64,32]"]
+    assert _run(argv) == 0
+    out = capsys.readouterr().out
+    assert "synthetic at" in out and "relabelled 0..1" in out
+    assert "image_size=[64, 32]" in out
+    assert len(list(tmp_path.iterdir())) == 1
+
+
+def test_parse_option():
+    assert command.parse_option("use_val=false") == ("use_val", False)
+    assert command.parse_option("version=v2") == ("version", "v2")
+    assert command.parse_option("image_size=[128, 64]") == ("image_size", (128, 64))
+    with pytest.raises(UserInputError, match="KEY=VALUE"):
+        command.parse_option("split")
+
+
+def test_errors(tmp_path):
+    with pytest.raises(UserInputError, match="allowed: market1501"):
+        _run(["--dataset", "market", "--root", str(tmp_path)])
+    with pytest.raises(MissingPathError, match="bounding_box_train"):
+        _run(["--dataset", "market1501", "--root", str(tmp_path)])
+    with pytest.raises(UserInputError, match="needs --root"):
+        _run(["--dataset", "market1501"])
+    with pytest.raises(UserInputError, match="need --dataset"):
+        _run(["--root", str(tmp_path)])

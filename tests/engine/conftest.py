@@ -1,0 +1,43 @@
+"""A tiny training configuration on a small synthetic dataset, shared by the engine tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from adasp.data import build_dataset
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+    """A cache folder holding a small synthetic dataset (generated once per session)."""
+    root = tmp_path_factory.mktemp("synthetic")
+    build_dataset("synthetic", root, **SYNTHETIC_OPTIONS)
+    return root
+
+
+SYNTHETIC_OPTIONS = {"num_identities": 16, "images_per_identity": 8, "image_size": [64, 32]}
+
+
+def tiny_overrides(root) -> list[str]:
+    """A run of a few seconds: ResNet-18 at 64x32, 2 epochs of 2 batches of 4 x 4 images."""
+    return [
+        "data.dataset=synthetic",
+        f"data.root={root}",
+        "data.options={num_identities: 16, images_per_identity: 8, image_size: [64, 32]}",
+        "data.image_size=[64,32]",
+        "data.batch_size=16",
+        "data.num_instances=4",
+        "data.padding=4",
+        "data.num_workers=0",
+        "data.test_batch_size=64",
+        "model.backbone=resnet18",
+        "model.last_stride=2",
+        "model.pretrained=null",
+        "schedule.epochs=2",
+        "schedule.warmup_iters=2",
+        "schedule.cosine_delay_epochs=1",
+        "train.eval_every=1",
+        "train.log_every=1",
+        "train.amp=none",
+        "optim.lr=0.001",
+    ]

@@ -1,0 +1,30 @@
+"""Two-process DDP training on CPU with the gloo backend, launched by torchrun."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.engine.conftest import tiny_overrides
+
+
+@pytest.mark.timeout(600)
+def test_two_process_gloo_run(tmp_path, synthetic_root):
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "adasp", "train", "--config", "quickstart", "--output", str(out), "--device", "cpu",
+        "--no-progress", *tiny_overrides(synthetic_root), "schedule.epochs=1",
+    ]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=540)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["mAP"] <= 1
+    events = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    # One log written by rank 0 only: each step appears once.
+    steps = [e["step"] for e in events if e["event"] == "train"]
+    assert steps == sorted(set(steps))
+    assert proc.stdout.count("results after epoch 1") == 1

@@ -1,0 +1,68 @@
+"""CPU-sized Table S4 and Figure S1 on the synthetic set: sweep, resume, report, plots."""
+
+from __future__ import annotations
+
+import csv
+
+from adasp.cli import main
+from tests.engine.conftest import tiny_overrides
+
+
+def _overrides(root):
+    return [o for o in tiny_overrides(root) if not o.startswith("train.eval_every")] + [
+        "schedule.epochs=1",
+        "train.eval_every=0",
+    ]
+
+
+def test_temperature_sweep_is_resumable_and_reported_like_table_s4(
+    tmp_path, synthetic_root, capsys
+):
+    out = tmp_path / "table-s4"
+    args = ["sweep", "--config", "quickstart", "--grid", "loss.temperature=0.02,0.05",
+            "--output", str(out), *_overrides(synthetic_root)]  # fmt: skip
+    assert main(args) == 0
+    assert (out / "loss.temperature=0.02" / "metrics.json").is_file()
+    capsys.readouterr()
+    assert main(args) == 0  # everything done: nothing runs again
+    assert "2 done, 0 to run" in capsys.readouterr().err
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [r["loss.temperature"] for r in rows] == ["0.02", "0.05"]
+    assert main(["report", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert (
+        "| loss.temperature | 0.02 | 0.05 |" in report
+        and "| mAP |" in report
+        and "| R1 |" in report
+    )
+    assert (out / "plots" / "mAP_vs_loss_temperature.png").stat().st_size > 1000
+
+
+def test_loss_by_instances_sweep_reported_like_figure_s1(tmp_path, synthetic_root):
+    out = tmp_path / "figure-s1"
+    args = ["sweep", "--config", "quickstart", "--grid", "loss.name=sp-h,adasp,triplet",
+            "--grid", "data.num_instances=2,4", "--output", str(out), *_overrides(synthetic_root),
+            "train.measure_harmful_pairs=true",
+            "data.options={num_identities: 16, images_per_identity: 8, image_size: [64, 32], "
+            "harmful_fraction: 0.3}"]  # fmt: skip
+    assert main(args) == 0
+    assert main(["report", str(out), "--metrics", "mAP"]) == 0
+    report = (out / "report.md").read_text()
+    assert "data.num_instances=2 mAP" in report and "| triplet |" in report
+    assert "Harmful positive pairs selected during training" in report
+    bars = out / "plots" / "mAP_drop_by_data_num_instances.png"
+    assert bars.read_bytes()[:4] == b"\x89PNG"
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 6 and all(0 <= float(r["harmful/sp-h"]) <= 1 for r in rows)
+    # With 30% of the images cue-free, batches hold harmful pairs and batch-hard triplet,
+    # which takes every anchor's hardest positive, selects some of them.
+    assert all(float(r["harmful/all"]) > 0 for r in rows)
+    assert any(float(r["harmful/triplet"]) > 0 for r in rows)
+
+
+def test_sweep_refuses_another_grid_in_the_same_folder(tmp_path, synthetic_root, capsys):
+    out = tmp_path / "s"
+    base = ["sweep", "--config", "quickstart", "--output", str(out), *_overrides(synthetic_root)]
+    assert main([*base, "--grid", "loss.weight=0.5"]) == 0
+    assert main([*base, "--grid", "loss.weight=0.7"]) == 2
+    assert "holds a different sweep" in capsys.readouterr().err
