@@ -14,8 +14,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
 	touch $(STAMP)
 
+# The main job: generate the synthetic dataset (first use), evaluate the untrained quick-start
+# model, train it (CE + AdaSP, a few minutes on a CPU), evaluate it and print the metrics.
 demo: $(STAMP)
-	$(PY) -m adasp harmful-pairs --sweep --instances 8 --trials 2000 --output runs/harmful-pairs
+	$(PY) -m adasp evaluate --config quickstart --output runs/quickstart-untrained
+	$(PY) -m adasp train --config quickstart --output runs/quickstart --resume
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
@@ -32,6 +35,9 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/losses.py
+	$(PY) benchmarks/evaluation.py
+	$(PY) benchmarks/rerank.py
+	$(PY) benchmarks/data_loading.py
 
 clean:
 	rm -rf runs build *.egg-info src/*.egg-info .pytest_cache

@@ -28,6 +28,20 @@ def test_expand_is_the_cartesian_product_in_order():
         "loss.name=adasp,data.num_instances=8",
         "loss.name=adasp,data.num_instances=16",
     ]
-    assert runs[1].overrides == ["loss.name=sp-h", "data.num_instances=16"]
+    assert runs[1].overrides == ("loss.name=sp-h", "data.num_instances=16")
     with pytest.raises(ConfigError, match="two --grid"):
         expand_grid([parse_grid("a=1,2"), parse_grid("a=3")])
+
+
+def test_linked_axis_sets_several_keys_together():
+    axis = parse_grid("loss.name+loss.weight=triplet+1.0,adasp+0.1")
+    runs = expand_grid([axis, parse_grid("model.backbone=resnet18,resnet50")])
+    assert [r.name for r in runs][:2] == [
+        "loss.name+loss.weight=triplet+1.0,model.backbone=resnet18",
+        "loss.name+loss.weight=triplet+1.0,model.backbone=resnet50",
+    ]
+    assert runs[2].overrides == ("loss.name=adasp", "loss.weight=0.1", "model.backbone=resnet18")
+    with pytest.raises(ConfigError, match="needs values of 2"):
+        parse_grid("loss.name+loss.weight=triplet,adasp+0.1")
+    with pytest.raises(ConfigError, match="two --grid"):
+        expand_grid([axis, parse_grid("loss.weight=0.5")])

@@ -66,3 +66,15 @@ def test_sweep_refuses_another_grid_in_the_same_folder(tmp_path, synthetic_root,
     assert main([*base, "--grid", "loss.weight=0.5"]) == 0
     assert main([*base, "--grid", "loss.weight=0.7"]) == 2
     assert "holds a different sweep" in capsys.readouterr().err
+
+
+def test_sweep_runs_as_separate_processes(tmp_path, synthetic_root):
+    out = tmp_path / "p"
+    args = ["sweep", "--config", "quickstart", "--grid", "loss.name+loss.weight=sp-lh+0.5",
+            "--output", str(out), "--processes", "--jobs", "1", "--device", "cpu",
+            *_overrides(synthetic_root)]  # fmt: skip
+    assert main(args) == 0
+    run = out / "loss.name+loss.weight=sp-lh+0.5"
+    assert (run / "metrics.json").is_file() and (run / "train.log").stat().st_size > 0
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert rows[0]["loss.name+loss.weight"] == "sp-lh+0.5"

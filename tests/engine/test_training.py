@@ -175,3 +175,18 @@ def test_training_on_the_real_subset_through_folder(tmp_path, pku_subset):
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_set"] == "folder" and metrics["num_valid_queries"] == 28
+
+
+def test_backbone_stays_frozen_for_the_first_iterations(tmp_path, synthetic_root):
+    overrides = [*tiny_overrides(synthetic_root), "schedule.epochs=1", "train.eval_every=0",
+                 "schedule.freeze_backbone_iters=100"]  # fmt: skip
+    trainer = Trainer(load_config("quickstart", overrides), tmp_path / "run", progress=False)
+    backbone = [p.detach().clone() for p in trainer.model.backbone.parameters()]
+    head = [p.detach().clone() for p in trainer.model.head.parameters()]
+    trainer.fit()
+    now = list(trainer.model.backbone.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(backbone, now, strict=True))
+    moved = [
+        not torch.equal(a, b) for a, b in zip(head, trainer.model.head.parameters(), strict=True)
+    ]
+    assert any(moved)

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from adasp.engine.builders import build_datasets, build_transforms
     from adasp.engine.distributed import init_distributed, shutdown_distributed
-    from adasp.engine.evaluator import extract_embeddings
+    from adasp.engine.evaluator import embed_with_config
     from adasp.engine.folder_images import folder_samples
     from adasp.engine.inference import build_inference_model, resolve_run_config
     from adasp.evaluation import save_embeddings
@@ -60,17 +60,7 @@ def run(args: argparse.Namespace) -> int:
                 splits += [part] * len(chosen)
         model = build_inference_model(config, checkpoint, ctx.device, args.checkpoint)
         _, transform = build_transforms(config.data)
-        features = extract_embeddings(
-            model,
-            samples,
-            transform,
-            device=ctx.device,
-            batch_size=config.data.test_batch_size,
-            num_workers=config.data.num_workers,
-            flip=config.eval.flip,
-            channels_last=config.model.channels_last,
-            ctx=ctx,
-        )
+        features = embed_with_config(model, samples, transform, config, ctx.device, ctx)
         if ctx.is_main:
             save_embeddings(
                 args.output,

@@ -109,7 +109,7 @@ def embed_folders(args: argparse.Namespace):
 
     from adasp.engine.builders import build_transforms
     from adasp.engine.distributed import resolve_device
-    from adasp.engine.evaluator import extract_embeddings
+    from adasp.engine.evaluator import embed_with_config
     from adasp.engine.folder_images import folder_samples
     from adasp.engine.inference import build_inference_model, resolve_run_config
     from adasp.errors import UserInputError
@@ -126,15 +126,7 @@ def embed_folders(args: argparse.Namespace):
     out = []
     for folder in (args.query_folder, args.gallery_folder):
         samples = folder_samples(folder)
-        features = extract_embeddings(
-            model,
-            samples,
-            transform,
-            device=device,
-            batch_size=config.data.test_batch_size,
-            num_workers=config.data.num_workers,
-            flip=config.eval.flip,
-        )
+        features = embed_with_config(model, samples, transform, config, device)
         out.append(
             Embeddings(
                 features.numpy().astype(np.float32),

@@ -12,9 +12,7 @@ import torch
 from torchvision.transforms import v2
 
 from adasp.errors import UserInputError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from adasp.utils.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 
 def _size(size: Sequence[int]) -> tuple[int, int]:

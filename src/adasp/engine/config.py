@@ -20,12 +20,10 @@ import yaml
 
 from adasp.engine.typed_config import ConfigError, from_dict, to_dict
 from adasp.errors import MissingPathError
+from adasp.utils.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 #: Folder of the presets shipped with the project (``configs/`` at the repository root).
 PRESET_DIR = Path(__file__).resolve().parents[3] / "configs"
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass

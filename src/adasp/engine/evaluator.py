@@ -74,6 +74,31 @@ def extract_embeddings(
     return local
 
 
+def embed_with_config(
+    model: nn.Module,
+    samples: Sequence[Any],
+    transform: Any,
+    config: Any,
+    device: torch.device,
+    ctx: DistributedContext | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """:func:`extract_embeddings` with the run's test batch size, workers, flip and memory
+    format (an :class:`~adasp.engine.config.ExperimentConfig`)."""
+    return extract_embeddings(
+        model,
+        samples,
+        transform,
+        device=device,
+        batch_size=config.data.test_batch_size,
+        num_workers=config.data.num_workers,
+        flip=config.eval.flip,
+        channels_last=config.model.channels_last,
+        ctx=ctx,
+        progress=progress,
+    )
+
+
 def _arrays(samples: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     pids = np.fromiter((s.pid for s in samples), dtype=np.int64, count=len(samples))
     camids = np.fromiter((s.camid for s in samples), dtype=np.int64, count=len(samples))
@@ -149,7 +174,7 @@ def vehicleid_protocol(dataset: Any, name: str, embed: Embedder, cfg: EvalConfig
 
     test = list(dataset.query) + list(dataset.gallery)
     features = embed(test)
-    seed = dataset.options.get("seed", 0) if hasattr(dataset, "options") else 0
+    seed = dataset.options.get("seed", 0)
     summaries = []
     for trial in range(10):
         q_idx, g_idx = vehicleid_trial_split(test, trial, seed)

@@ -32,10 +32,23 @@ MANIFEST = "sweep.json"
 
 @dataclass(frozen=True)
 class GridAxis:
-    """One swept config key and its values (as written, parsed like overrides)."""
+    """One swept config key and its values (as written, parsed like overrides).
+
+    A linked axis sets several keys together: ``loss.name+loss.weight=triplet+1.0,adasp+0.1``
+    gives two runs, one per ``+``-joined value tuple (e.g. to pair each loss with its weight).
+    """
 
     key: str
     values: tuple[str, ...]
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(self.key.split("+"))
+
+    def overrides(self, value: str) -> list[str]:
+        """The ``key=value`` overrides that set this axis to ``value``."""
+        parts = value.split("+") if len(self.keys) > 1 else [value]
+        return [f"{k}={v}" for k, v in zip(self.keys, parts, strict=True)]
 
 
 def _split_values(text: str) -> list[str]:
@@ -65,19 +78,24 @@ def parse_grid(spec: str) -> GridAxis:
         )
     if len(set(items)) != len(items):
         raise ConfigError(f"--grid {spec!r} repeats a value")
-    return GridAxis(key.strip(), tuple(items))
+    axis = GridAxis(key.strip(), tuple(items))
+    if len(axis.keys) > 1:
+        bad = [v for v in items if len(v.split("+")) != len(axis.keys)]
+        if bad or not all(axis.keys):
+            raise ConfigError(
+                f"--grid {spec!r}: a linked axis of {len(axis.keys)} keys needs values of "
+                f"{len(axis.keys)} '+'-joined parts (e.g. loss.name+loss.weight=triplet+1.0,adasp+0.1)"
+            )
+    return axis
 
 
 @dataclass(frozen=True)
 class SweepRun:
-    """One combination: its folder name and the overrides that make it."""
+    """One combination: its folder name, each axis's value, and the overrides that make it."""
 
     name: str
-    assignment: tuple[tuple[str, str], ...]
-
-    @property
-    def overrides(self) -> list[str]:
-        return [f"{k}={v}" for k, v in self.assignment]
+    assignment: tuple[tuple[str, str], ...]  # (axis key, value as written)
+    overrides: tuple[str, ...]
 
 
 def _folder_name(assignment: Sequence[tuple[str, str]]) -> str:
@@ -87,13 +105,14 @@ def _folder_name(assignment: Sequence[tuple[str, str]]) -> str:
 
 def expand_grid(axes: Sequence[GridAxis]) -> list[SweepRun]:
     """Every combination of the axes' values, in grid order."""
-    keys = [a.key for a in axes]
+    keys = [k for a in axes for k in a.keys]
     if len(set(keys)) != len(keys):
         raise ConfigError(f"a key appears in two --grid options: {keys}")
     runs = []
     for values in itertools.product(*(a.values for a in axes)):
-        assignment = tuple(zip(keys, values, strict=True))
-        runs.append(SweepRun(_folder_name(assignment), assignment))
+        assignment = tuple((a.key, v) for a, v in zip(axes, values, strict=True))
+        overrides = tuple(o for a, v in zip(axes, values, strict=True) for o in a.overrides(v))
+        runs.append(SweepRun(_folder_name(assignment), assignment, overrides))
     return runs
 
 
@@ -139,7 +158,7 @@ class Sweep:
         # Validate every combination before anything runs.
         for run in self.runs:
             try:
-                load_config(self.config_path, self.overrides + run.overrides)
+                load_config(self.config_path, [*self.overrides, *run.overrides])
             except ConfigError as error:
                 raise ConfigError(f"sweep run {run.name}: {error}") from None
 
@@ -148,7 +167,10 @@ class Sweep:
             "config": self.config_path,
             "overrides": self.overrides,
             "grid": [{"key": a.key, "values": list(a.values)} for a in self.axes],
-            "runs": [{"name": r.name, "overrides": r.overrides} for r in self.runs],
+            "runs": [
+                {"name": r.name, "values": dict(r.assignment), "overrides": list(r.overrides)}
+                for r in self.runs
+            ],
         }
 
     def _write_manifest(self) -> None:
@@ -205,7 +227,7 @@ class Sweep:
         from adasp.engine.trainer import Trainer
 
         print(f"sweep: training {run.name}", file=sys.stderr)
-        config = load_config(self.config_path, self.overrides + run.overrides)
+        config = load_config(self.config_path, [*self.overrides, *run.overrides])
         Trainer(config, self.output / run.name, device=self.device, resume=True).fit()
 
     def _run_process(self, run: SweepRun, device: str) -> None:
@@ -248,7 +270,7 @@ def collect_results(folder: str | Path) -> list[dict[str, Any]]:
             continue
         metrics = json.loads(metrics_path.read_text())
         row: dict[str, Any] = {"run": run["name"]}
-        row.update(dict(o.split("=", 1) for o in run["overrides"]))
+        row.update(run["values"])
         row.update({m: metrics.get(m) for m in RESULT_METRICS})
         for name, value in (metrics.get("harmful_pairs") or {}).items():
             if name != "batches":

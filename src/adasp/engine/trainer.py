@@ -49,7 +49,7 @@ from adasp.engine.distributed import (
 from adasp.engine.evaluator import (
     METRIC_KEYS,
     TestSetResult,
-    extract_embeddings,
+    embed_with_config,
     run_protocol,
     test_set_name,
 )
@@ -260,11 +260,13 @@ class Trainer:
         rng = ckpt["rng"]
         restore_rng_state(rng[self.ctx.rank] if self.ctx.rank < len(rng) else rng[0])
         if self.ctx.is_main:
-            print(
-                f"resumed {self.output_dir} at epoch {self.state.epoch + 1}, batch "
-                f"{self.state.batches_done} (step {self.state.step})",
-                file=sys.stderr,
+            where = (
+                f"the run had finished its {self.state.epoch} epochs; writing its results again"
+                if self.state.finished
+                else f"continuing at epoch {self.state.epoch + 1}, batch {self.state.batches_done} "
+                f"(step {self.state.step})"
             )
+            print(f"resumed {self.output_dir}: {where}", file=sys.stderr)
 
     # ---------------------------------------------------------------------------- training
     def fit(self) -> dict[str, Any]:
@@ -494,28 +496,26 @@ def evaluate_model(
     from adasp.data import build_dataset
 
     cfg = config.data
-    sets = [(test_set_name(cfg.dataset, cfg.options), main_dataset or build_datasets(cfg))]
+    main = main_dataset or build_datasets(cfg)
+    sets = [(test_set_name(main.name, main.options), main)]
     for extra in cfg.test_sets:
         # An extra test set without its own root shares the main dataset's.
         root = dataset_root(extra.dataset, extra.root or cfg.root)
         dataset = build_dataset(extra.dataset, root, **extra.options)
-        sets.append((extra.name or test_set_name(extra.dataset, extra.options), dataset))
+        sets.append((extra.name or test_set_name(dataset.name, dataset.options), dataset))
     results = []
     for name, dataset in sets:
 
         def embed(samples, _name=name):
             bar = _progress_bar(len(samples), f"embedding {_name}", progress)
             try:
-                return extract_embeddings(
+                return embed_with_config(
                     model,
                     samples,
                     transform,
-                    device=ctx.device,
-                    batch_size=cfg.test_batch_size,
-                    num_workers=cfg.num_workers,
-                    flip=config.eval.flip,
-                    channels_last=config.model.channels_last,
-                    ctx=ctx,
+                    config,
+                    ctx.device,
+                    ctx,
                     progress=bar.update if bar is not None else None,
                 )
             finally:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from adasp.losses.base import MetricLoss
-from adasp.losses.pairwise import cosine_similarity_matrix, masked_logsumexp, same_identity_mask
+from adasp.losses.pairwise import cosine_similarity_matrix, masked_logsumexp, pair_masks
 
 
 class CircleLoss(MetricLoss):
@@ -35,10 +34,7 @@ class CircleLoss(MetricLoss):
 
     def compute(self, features: Tensor, labels: Tensor) -> Tensor:
         sim = cosine_similarity_matrix(features)
-        same = same_identity_mask(labels)
-        not_self = ~torch.eye(labels.shape[0], dtype=torch.bool, device=labels.device)
-        positive = same & not_self
-        negative = ~same
+        positive, negative, _ = pair_masks(labels)
         alpha_p = (1.0 + self.margin - sim.detach()).clamp_min(0)
         alpha_n = (sim.detach() + self.margin).clamp_min(0)
         logit_p = -self.gamma * alpha_p * (sim - (1.0 - self.margin))

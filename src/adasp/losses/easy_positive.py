@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from adasp.losses.base import MetricLoss
-from adasp.losses.pairwise import cosine_similarity_matrix, same_identity_mask
+from adasp.losses.pairwise import cosine_similarity_matrix, pair_masks
 
 
 class EPLoss(MetricLoss):
@@ -28,12 +28,10 @@ class EPLoss(MetricLoss):
 
     def compute(self, features: Tensor, labels: Tensor) -> Tensor:
         sim = cosine_similarity_matrix(features)
-        same = same_identity_mask(labels)
-        not_self = ~torch.eye(labels.shape[0], dtype=torch.bool, device=labels.device)
-        positive = same & not_self
+        positive, negative, _ = pair_masks(labels)
         easiest_pos = torch.where(positive, sim, float("-inf")).amax(dim=1)
-        hardest_neg = torch.where(same, float("-inf"), sim).amax(dim=1)
-        valid = positive.any(dim=1) & (~same).any(dim=1)
+        hardest_neg = torch.where(negative, sim, float("-inf")).amax(dim=1)
+        valid = positive.any(dim=1) & negative.any(dim=1)
         gap = torch.where(valid, hardest_neg - easiest_pos, torch.zeros_like(easiest_pos))
         per_anchor = F.softplus(gap / self.sigma)
         return (per_anchor * valid).sum() / valid.sum().clamp_min(1)

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from adasp.losses.base import MetricLoss
-from adasp.losses.pairwise import cosine_similarity_matrix, same_identity_mask
+from adasp.losses.pairwise import cosine_similarity_matrix, pair_masks
 
 
 def _log1p_sum_exp(values: Tensor, mask: Tensor) -> Tensor:
@@ -51,10 +51,7 @@ class MultiSimilarityLoss(MetricLoss):
 
     def compute(self, features: Tensor, labels: Tensor) -> Tensor:
         sim = cosine_similarity_matrix(features)
-        same = same_identity_mask(labels)
-        not_self = ~torch.eye(labels.shape[0], dtype=torch.bool, device=labels.device)
-        positive = same & not_self
-        negative = ~same
+        positive, negative, _ = pair_masks(labels)
         with torch.no_grad():
             min_pos = torch.where(positive, sim, float("inf")).amin(dim=1, keepdim=True)
             max_neg = torch.where(negative, sim, float("-inf")).amax(dim=1, keepdim=True)

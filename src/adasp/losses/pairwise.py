@@ -93,6 +93,14 @@ def same_identity_mask(labels: Tensor) -> Tensor:
     return labels[:, None] == labels[None, :]
 
 
+def pair_masks(labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(positive, negative, not_self)`` ``(B, B)`` boolean masks: same label without the
+    diagonal, different label, and everything but the diagonal."""
+    not_self = ~torch.eye(labels.shape[0], dtype=torch.bool, device=labels.device)
+    same = same_identity_mask(labels)
+    return same & not_self, ~same, not_self
+
+
 def masked_logsumexp(values: Tensor, mask: Tensor, dim: int) -> Tensor:
     """Log-sum-exp of ``values`` over the entries where ``mask`` is True (``-inf`` if none)."""
     return torch.where(mask, values, float("-inf")).logsumexp(dim=dim)

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from adasp.losses.base import MetricLoss
-from adasp.losses.pairwise import cosine_similarity_matrix, masked_logsumexp, same_identity_mask
+from adasp.losses.pairwise import cosine_similarity_matrix, masked_logsumexp, pair_masks
 
 
 class SupConLoss(MetricLoss):
@@ -26,8 +26,7 @@ class SupConLoss(MetricLoss):
 
     def compute(self, features: Tensor, labels: Tensor) -> Tensor:
         logits = cosine_similarity_matrix(features) / self.temperature
-        not_self = ~torch.eye(labels.shape[0], dtype=torch.bool, device=labels.device)
-        positive = same_identity_mask(labels) & not_self
+        positive, _, not_self = pair_masks(labels)
         log_prob = logits - masked_logsumexp(logits, not_self, dim=1)[:, None]
         num_pos = positive.sum(dim=1)
         pos_log_prob = torch.where(positive, log_prob, torch.zeros_like(log_prob)).sum(dim=1)

@@ -31,10 +31,8 @@ from torch import Tensor, nn
 
 from adasp.errors import UserInputError
 from adasp.utils.atomic import atomic_write_with
+from adasp.utils.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
-#: ImageNet statistics every pretrained backbone here expects, for RGB in [0, 1].
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 INPUT_NAME = "images"
 OUTPUT_NAME = "embeddings"
 
