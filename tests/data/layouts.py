@@ -9,6 +9,19 @@ from pathlib import Path
 
 from PIL import Image
 
+#: Every name the dataset registry must know.
+DATASET_NAMES = [
+    "market1501",
+    "dukemtmc",
+    "cuhk03",
+    "msmt17",
+    "veri776",
+    "vehicleid",
+    "veriwild",
+    "folder",
+    "synthetic",
+]
+
 
 @functools.cache
 def tiny_jpeg() -> bytes:

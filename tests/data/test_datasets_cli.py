@@ -12,7 +12,7 @@ import pytest
 
 from adasp.cli import datasets as command
 from adasp.errors import MissingPathError, UserInputError
-from tests.data.layouts import make_cuhk03, make_market, make_vehicleid
+from tests.data.layouts import DATASET_NAMES, make_cuhk03, make_market, make_vehicleid
 
 
 def _run(argv: list[str]) -> int:
@@ -24,17 +24,7 @@ def _run(argv: list[str]) -> int:
 def test_listing(capsys):
     assert _run([]) == 0
     out = capsys.readouterr().out
-    for name in (
-        "market1501",
-        "dukemtmc",
-        "cuhk03",
-        "msmt17",
-        "veri776",
-        "vehicleid",
-        "veriwild",
-        "folder",
-        "synthetic",
-    ):
+    for name in DATASET_NAMES:
         assert f"\n{name}: " in out
     assert "bounding_box_train" in out and "vehicle_info.txt" in out
     assert "split='labeled' (one of labeled, detected)" in out

@@ -19,19 +19,9 @@ from adasp.data import (
     read_image,
 )
 from adasp.errors import MissingPathError, UserInputError
-from tests.data.layouts import make_folder, make_market, write_images
+from tests.data.layouts import DATASET_NAMES, make_folder, make_market, write_images
 
-ALL_NAMES = [
-    "market1501",
-    "dukemtmc",
-    "cuhk03",
-    "msmt17",
-    "veri776",
-    "vehicleid",
-    "veriwild",
-    "folder",
-    "synthetic",
-]
+ALL_NAMES = DATASET_NAMES
 
 # ---------------------------------------------------------------- folder format
 

@@ -190,3 +190,14 @@ def test_backbone_stays_frozen_for_the_first_iterations(tmp_path, synthetic_root
         not torch.equal(a, b) for a, b in zip(head, trainer.model.head.parameters(), strict=True)
     ]
     assert any(moved)
+
+
+def test_untrained_baseline_is_the_model_training_starts_from(tmp_path, synthetic_root):
+    from adasp.engine.inference import build_inference_model
+
+    config = load_config("quickstart", tiny_overrides(synthetic_root))
+    untrained = build_inference_model(config, None, torch.device("cpu"))
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    start = trainer.model.state_dict()
+    for key, value in untrained.state_dict().items():
+        assert torch.equal(value, start[key]), key

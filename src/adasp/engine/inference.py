@@ -43,8 +43,9 @@ def build_inference_model(
 ) -> nn.Module:
     """The configured model in eval mode on ``device``, with the checkpoint's weights if any.
 
-    Without a checkpoint the model is as configured (random, or ``model.pretrained``): the
-    "untrained" baseline.
+    Without a checkpoint the model is as configured (randomly initialised with the run's seed,
+    or ``model.pretrained``): the "untrained" baseline, identical to the model a training run
+    with this config starts from.
     """
     from adasp.models import prepare_model
 
@@ -53,7 +54,11 @@ def build_inference_model(
     if checkpoint is not None:
         # The checkpoint replaces every weight: do not fetch ImageNet weights first.
         model_cfg = dataclasses.replace(model_cfg, pretrained=None)
-    model = build_reid_model(model_cfg, num_classes)
+    # Seeded as the trainer seeds it, so the untrained baseline is the very model a run starts
+    # from (and the same on every call); the caller's random stream is left untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.train.seed)
+        model = build_reid_model(model_cfg, num_classes)
     if checkpoint is not None:
         state = model_state_from_checkpoint(checkpoint, checkpoint_path or "the checkpoint")
         result = model.load_state_dict(state, strict=False)
