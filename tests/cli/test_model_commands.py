@@ -95,3 +95,10 @@ def test_missing_checkpoint_is_one_line(tmp_path, capsys):
         == 2
     )
     assert capsys.readouterr().err.strip().startswith("adasp evaluate: error: checkpoint not found")
+
+
+def test_visualize_with_reranking_draws_the_reranked_lists(trained_run, tmp_path):
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(trained_run / "model.pt"), "--output", str(out),
+                 "--visualize", "2", "eval.rerank=true", "eval.k1=5", "eval.k2=2"]) == 0  # fmt: skip
+    assert len(list((out / "ranked_lists").glob("*.png"))) == 2

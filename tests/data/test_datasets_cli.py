@@ -73,7 +73,9 @@ def test_errors(tmp_path):
         _run(["--dataset", "market", "--root", str(tmp_path)])
     with pytest.raises(MissingPathError, match="bounding_box_train"):
         _run(["--dataset", "market1501", "--root", str(tmp_path)])
-    with pytest.raises(UserInputError, match="needs --root"):
+    with pytest.raises(
+        UserInputError, match=r"no root folder given for dataset .market1501.: pass --root DIR"
+    ):
         _run(["--dataset", "market1501"])
     with pytest.raises(UserInputError, match="need --dataset"):
         _run(["--root", str(tmp_path)])

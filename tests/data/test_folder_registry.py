@@ -208,3 +208,10 @@ def test_read_image_grey_and_bmp(tmp_path):
     assert read_image(tmp_path / "alpha.png")[:, 0, 0].tolist() == [1, 2, 3]
     bmp = read_image(tmp_path / "x.bmp")
     assert bmp.shape == (3, 7, 5) and bmp[:, 3, 3].tolist() == [10, 20, 30]
+
+
+def test_folder_refuses_market_style_names_whose_prefix_is_the_identity(tmp_path):
+    for split, pid in (("train", 1), ("train", 2), ("query", 7), ("gallery", 7), ("gallery", 8)):
+        write_images(tmp_path / split / f"{pid:04d}", [f"{pid:04d}_c1s1_000151_01.jpg"])
+    with pytest.raises(UserInputError, match="begins with its own identity"):
+        build_dataset("folder", tmp_path)

@@ -173,3 +173,25 @@ def test_missing_file_in_a_worker_is_one_line(samples, tmp_path):
     assert issubclass(kind, MissingPathError)
     assert message.startswith(f"image {tmp_path / '04.jpg'} does not exist")
     assert "\n" not in message
+
+
+def test_transform_options_of_the_wrong_type_are_one_clear_error():
+    import pytest
+
+    from adasp.data import build_train_transform
+    from adasp.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="probability"):
+        build_train_transform(flip_p="0.5")
+    with pytest.raises(UserInputError, match="height, width"):
+        build_train_transform(size=256)
+
+
+def test_synthetic_image_size_of_the_wrong_type_is_one_clear_error(tmp_path):
+    import pytest
+
+    from adasp.data import build_dataset
+    from adasp.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="image_size must be"):
+        build_dataset("synthetic", tmp_path, image_size=128)

@@ -74,6 +74,13 @@ def test_presets_are_found_by_name():
             "'schedule.cosine_delay_epochs' must be in [0, epochs=60]",
         ),
         (["loss.weight"], "not of the form key=value"),
+        (["loss.options={triplet: {margin: -1}}"], "'loss.options.triplet': margin must be >= 0"),
+        (["loss.options={supcon: {temperature: 0}}"], "'loss.options.supcon': temperature"),
+        (["optim.bias_lr_factor=-1"], "'optim.bias_lr_factor' must be >= 0"),
+        (["optim.bias_weight_decay=-1"], "'optim.bias_weight_decay' must be >= 0"),
+        (["optim.optimizer=sgd", "optim.nesterov=true", "optim.momentum=0"], "nesterov"),
+        (["loss.weight=0", "loss.ce_weight=0"], "nothing would be trained"),
+        (["data.std=[0,0,0]"], "'data.std' must be positive"),
     ],
 )
 def test_invalid_values_fail_at_load_time_naming_the_key(overrides, message):
@@ -94,3 +101,8 @@ def test_override_into_new_nested_mapping():
     assert apply_overrides({}, ["loss.options.triplet.margin=0"]) == {
         "loss": {"options": {"triplet": {"margin": 0}}}
     }
+
+
+def test_multistep_schedule_ignores_the_cosine_delay():
+    config = load_config(None, ["schedule.scheduler=multistep", "schedule.epochs=5"])
+    assert config.schedule.epochs == 5

@@ -25,7 +25,7 @@ def test_temperature_sweep_is_resumable_and_reported_like_table_s4(
     assert (out / "loss.temperature=0.02" / "metrics.json").is_file()
     capsys.readouterr()
     assert main(args) == 0  # everything done: nothing runs again
-    assert "2 done, 0 to run" in capsys.readouterr().err
+    assert "2 done, 0 failed before, 0 to run" in capsys.readouterr().err
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [r["loss.temperature"] for r in rows] == ["0.02", "0.05"]
     assert main(["report", str(out)]) == 0
@@ -78,3 +78,18 @@ def test_sweep_runs_as_separate_processes(tmp_path, synthetic_root):
     assert (run / "metrics.json").is_file() and (run / "train.log").stat().st_size > 0
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert rows[0]["loss.name+loss.weight"] == "sp-lh+0.5"
+
+
+def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, synthetic_root, capsys):
+    out = tmp_path / "f"
+    # The folder format finds no train/query/gallery under the synthetic cache: that run fails.
+    args = ["sweep", "--config", "quickstart", "--grid", "data.dataset=folder,synthetic",
+            "--output", str(out), *_overrides(synthetic_root)]  # fmt: skip
+    args = [a for a in args if not a.startswith("data.dataset=synthetic")]
+    assert main(args) == 1
+    printed = capsys.readouterr()
+    assert "failed: data.dataset=folder" in printed.out
+    assert (out / "data.dataset=folder" / "failed.json").is_file()
+    assert (out / "data.dataset=synthetic" / "metrics.json").is_file()
+    assert main(args) == 1  # failed runs are skipped, not retried, unless asked
+    assert "1 done, 1 failed before, 0 to run" in capsys.readouterr().err

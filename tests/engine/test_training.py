@@ -105,6 +105,10 @@ def test_killed_and_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path,
     ref_model = load_checkpoint(reference / "model.pt")["model"]
     res_model = load_checkpoint(resumed / "model.pt")["model"]
     assert all(torch.equal(ref_model[k], res_model[k]) for k in ref_model)
+    # The log holds every step once: what the killed run logged after its checkpoint is gone.
+    events = [json.loads(line) for line in (resumed / "log.jsonl").read_text().splitlines()]
+    steps = [e["step"] for e in events if e["event"] == "train"]
+    assert steps == list(range(1, steps[-1] + 1))
 
 
 def test_output_folder_of_another_run_is_not_overwritten(tmp_path, synthetic_root, capsys):
@@ -125,6 +129,14 @@ def test_output_folder_of_another_run_is_not_overwritten(tmp_path, synthetic_roo
     )
     assert "pass --resume" in capsys.readouterr().err
     assert (out / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_resume_accepts_changed_evaluation_settings(tmp_path, synthetic_root):
+    out = _train(tmp_path, synthetic_root, "run", ["schedule.epochs=1"])
+    code = main(["train", "--config", "quickstart", "--output", str(out), "--resume",
+                 *tiny_overrides(synthetic_root), "schedule.epochs=1", "eval.metric=euclidean",
+                 "train.log_every=5", "data.num_workers=1"])  # fmt: skip
+    assert code == 0
 
 
 def test_resume_refuses_a_different_config(tmp_path, synthetic_root, capsys):

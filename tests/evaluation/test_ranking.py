@@ -248,3 +248,16 @@ def test_bad_options_and_values():
     nan[1, 2] = np.nan
     with pytest.raises(UserInputError, match="NaN"):
         evaluate_ranking(nan, *case[1:])
+
+
+def test_infinite_distances_and_empty_gallery_are_refused():
+    import numpy as np
+    import pytest
+
+    from adasp.errors import UserInputError
+    from adasp.evaluation import evaluate_ranking
+
+    with pytest.raises(UserInputError, match="infinite"):
+        evaluate_ranking(np.array([[0.3, np.inf, np.inf]]), [1], [2, 2, 1], [0], [1, 1, 1])
+    with pytest.raises(UserInputError, match="gallery is empty"):
+        evaluate_ranking(np.zeros((2, 0)), [1, 2], [], [0, 0], [])

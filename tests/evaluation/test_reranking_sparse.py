@@ -8,12 +8,12 @@ import torch
 
 import adasp.evaluation.reranking as reranking
 import adasp.evaluation.reranking_sparse as sparse
+from adasp.evaluation.reranking import _final_block
 from adasp.evaluation.reranking_sparse import (
     SparseRows,
     average_rows,
     columns_of,
     gather_segments,
-    jaccard_distance_block,
     k_reciprocal_encoding,
     reciprocal_mask,
     shared_minima,
@@ -122,7 +122,8 @@ def test_columns_of_is_the_transposed_gallery_block():
 def test_jaccard_matches_the_dense_formula():
     v, dense = random_sparse_rows(np.random.default_rng(4), 25, 25, 0.15)
     gallery_columns = columns_of(v, 5)
-    got = jaccard_distance_block(v, gallery_columns, 1, 5)
+    # With lambda 0 and no original distance, the final block is the Jaccard distance alone.
+    got = _final_block(v, gallery_columns, torch.zeros(4, 20), 1, 0.0)
     a, b = dense[1:5, None, :], dense[None, 5:, :]
     want = 1 - torch.minimum(a, b).sum(-1) / torch.maximum(a, b).sum(-1)
     torch.testing.assert_close(got, want)

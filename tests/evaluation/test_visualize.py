@@ -108,7 +108,9 @@ def test_ranked_lists_on_real_images(pku_subset, tmp_path):
 def test_ranked_list_errors(tmp_path):
     g_paths = make_images(tmp_path / "img", 2, "g")
     args = ([0, 0], [0], [1, 1], tmp_path / "out")
-    with pytest.raises(MissingPathError, match="image not found"):
+    with pytest.raises(
+        MissingPathError, match="does not exist; the ranked lists need the query and gallery images"
+    ):
         save_ranked_lists(["missing.png"], g_paths, np.zeros((1, 2)), [0], *args)
     with pytest.raises(UserInputError, match="one column per gallery image"):
         save_ranked_lists(g_paths[:1], g_paths, np.zeros((1, 3)), [0], *args)

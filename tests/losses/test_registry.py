@@ -38,7 +38,7 @@ def test_objective_combines_weighted_terms_over_branch_lists():
     objective = Objective([LossTerm("ce"), LossTerm("adasp", 0.5, {"temperature": 0.05})])
     total, parts = objective({"features": [f1, f2], "logits": logits}, labels)
     adasp = AdaSPLoss(0.05)
-    torch.testing.assert_close(parts["adasp"], adasp(f1, labels) + adasp(f2, labels))
+    torch.testing.assert_close(parts["adasp"], (adasp(f1, labels) + adasp(f2, labels)) / 2)
     torch.testing.assert_close(total, parts["ce"] + 0.5 * parts["adasp"])
 
 

@@ -35,7 +35,7 @@ class HarmfulPairMonitor:
         self._last: dict[str, float] = {}
 
     @classmethod
-    def for_dataset(cls, dataset: Any, loss_cfg: Any, ctx: Any = None) -> HarmfulPairMonitor:
+    def for_dataset(cls, dataset: Any, loss_cfg: Any) -> HarmfulPairMonitor:
         """A monitor for ``dataset.train`` using its ``harmful`` marks."""
         marked = getattr(dataset, "harmful", frozenset())
         if not marked:

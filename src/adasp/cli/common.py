@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_required: bool) -> None:
@@ -30,12 +31,13 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
 
 def overrides_from(args: argparse.Namespace) -> list[str]:
     """``--dataset``/``--root`` as overrides, then the user's own (which win)."""
+    # JSON strings are YAML strings: a path such as "/data/set #2" or "~" stays as written.
     flags = []
     if args.dataset:
-        flags.append(f"data.dataset={args.dataset}")
+        flags.append(f"data.dataset={json.dumps(args.dataset)}")
         if not args.root:
             # A different dataset must not inherit the preset's root folder.
             flags.append("data.root=null")
     if args.root:
-        flags.append(f"data.root={args.root}")
+        flags.append(f"data.root={json.dumps(args.root)}")
     return flags + list(args.overrides)

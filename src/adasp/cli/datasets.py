@@ -11,14 +11,11 @@ Examples:
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from adasp.errors import UserInputError
 
 HELP = "list supported datasets, or check one on disk and print its summary"
-
-DEFAULT_SYNTHETIC_CACHE = Path("~/.cache/adasp/synthetic")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--root",
         default=None,
         help="the dataset folder or the folder holding it (synthetic: the cache folder, "
-        f"default {DEFAULT_SYNTHETIC_CACHE})",
+        "default ~/.cache/adasp/synthetic)",
     )
     parser.add_argument(
         "--option",
@@ -42,16 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def parse_option(text: str) -> tuple[str, Any]:
     """``"test_size=1600"`` -> ``("test_size", 1600)``: values are read as YAML scalars
     (integers, floats, true/false, lists like ``[128,64]``), anything else as a string."""
-    import yaml
+    from adasp.engine.config import parse_value
 
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
         raise UserInputError(f"--option {text!r} is not KEY=VALUE, e.g. --option split=detected")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
+    value = parse_value(raw)
     if isinstance(value, list):
         value = tuple(value)
     return key, value
@@ -66,13 +60,10 @@ def run(args: argparse.Namespace) -> int:
         print("Supported datasets (adasp datasets --dataset NAME --root DIR to check one):\n")
         print("\n\n".join(describe_dataset(name) for name in dataset_names()))
         return 0
+    from adasp.engine.builders import dataset_root
+
     options = dict(parse_option(text) for text in args.option)
-    root = args.root
-    if root is None:
-        if args.dataset != "synthetic":
-            raise UserInputError(f"--dataset {args.dataset} needs --root DIR")
-        root = DEFAULT_SYNTHETIC_CACHE
-    dataset = build_dataset(args.dataset, Path(root).expanduser(), **options)
+    dataset = build_dataset(args.dataset, dataset_root(args.dataset, args.root), **options)
     print(f"{dataset.name} at {dataset.root}")
     if dataset.options:
         print("options: " + ", ".join(f"{k}={v}" for k, v in dataset.options.items()))

@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="write ranked-list PNGs of the first N queries and the CMC curve",
+        help="write ranked-list PNGs of N queries (spread over the query list) and the CMC curve",
     )
     parser.add_argument("--topk", type=int, default=10, help="gallery images per ranked list")
 
@@ -47,7 +47,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         model = build_inference_model(config, checkpoint, ctx.device, args.checkpoint)
         _, test_transform = build_transforms(config.data)
-        results = evaluate_model(model, config, ctx, test_transform, progress=ctx.is_main)
+        results = evaluate_model(
+            model,
+            config,
+            ctx,
+            test_transform,
+            progress=ctx.is_main,
+            keep_details=args.visualize > 0,
+        )
         if not ctx.is_main:
             return 0
         out = Path(args.output)

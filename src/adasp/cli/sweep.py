@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--devices", default="", help="comma-separated devices for process runs, e.g. cuda:0,cuda:1"
     )
     parser.add_argument(
+        "--retry-failed", action="store_true", help="run again the runs that failed before"
+    )
+    parser.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config overrides for every run"
     )
 
@@ -51,7 +54,14 @@ def run(args: argparse.Namespace) -> int:
         processes=args.processes,
         jobs=args.jobs,
         devices=[d for d in args.devices.split(",") if d],
+        retry_failed=args.retry_failed,
     )
     rows = sweep.run()
     print(f"{len(rows)} of {len(sweep.runs)} runs finished; results: {sweep.output / 'results.md'}")
+    failures = sweep.failures()
+    for name, error in failures.items():
+        print(f"failed: {name}: {error}")
+    if failures:
+        print(f"{len(failures)} runs failed (skipped when re-run; --retry-failed runs them again)")
+        return 1
     return 0

@@ -83,6 +83,25 @@ def _camera_ids(paths: list[str]) -> tuple[dict[str, int], bool]:
     return {p: dense[c] for p, c in numbers.items()}, True
 
 
+def _check_not_identity_prefixed(items: list[tuple[str, str]]) -> None:
+    """Refuse names such as Market's ``0001_c1s1_...`` whose leading number is the identity:
+    read as cameras they would filter every match out of the evaluation, silently."""
+    prefixes = {name: set() for name, _ in items}
+    for name, path in items:
+        match = FOLDER_CAMERA.match(os.path.basename(path))
+        prefixes[name].add(int(match.group(1)) if match else None)
+    if len(prefixes) > 1 and all(
+        _INTEGER.match(name) and values == {int(name)} for name, values in prefixes.items()
+    ):
+        example = items[0][1]
+        raise UserInputError(
+            f"folder: every file name begins with its own identity (e.g. {example}), so the "
+            "number before the first '_' is not a camera. Name files '<camera>_<anything>' "
+            "(or without any camera prefix), or use --dataset market1501 for Market-1501-style "
+            "names ('<pid>_c<camera>...')"
+        )
+
+
 def load_folder(
     root: str | os.PathLike, *, verify_images: bool = False, skip_unreadable: bool = False
 ) -> ReIDDataset:
@@ -95,6 +114,7 @@ def load_folder(
             )
     scanned = {split: _scan_split(base / split) for split in FOLDER_SPLITS}
     all_items = [item for items in scanned.values() for item in items]
+    _check_not_identity_prefixed(all_items)
     pids = _identity_ids({name for name, _ in all_items})
     cameras, has_cameras = _camera_ids([path for _, path in all_items])
     train, query, gallery = (

@@ -54,10 +54,11 @@ class MissingImageError(MissingPathError):
         super().__init__(_original_message(message))
 
 
-def read_image(path: str | os.PathLike) -> Tensor:
+def read_image(path: str | os.PathLike, hint: str = SKIP_HINT) -> Tensor:
     """Decode the image at ``path`` as an RGB ``uint8`` tensor of shape ``(3, H, W)``.
 
-    Grey-scale and palette images are converted to RGB; an alpha channel is dropped.
+    Grey-scale and palette images are converted to RGB; an alpha channel is dropped. ``hint``
+    ends the error messages (what the user can do about a missing or broken file).
 
     Raises:
         MissingImageError: the file does not exist (a :class:`MissingPathError`).
@@ -72,11 +73,11 @@ def read_image(path: str | os.PathLike) -> Tensor:
             rgb = image if image.mode == "RGB" else image.convert("RGB")
             array = np.array(rgb)  # decodes; a writable copy that torch can own
     except FileNotFoundError as error:
-        raise MissingImageError(f"image {path} does not exist; {SKIP_HINT}") from error
+        raise MissingImageError(f"image {path} does not exist; {hint}") from error
     except Exception as error:  # PIL raises many types (OSError, SyntaxError, ...) for bad files
         text = str(error).strip()
         reason = text.splitlines()[0] if text else type(error).__name__
-        raise UnreadableImageError(f"cannot decode image {path} ({reason}); {SKIP_HINT}") from error
+        raise UnreadableImageError(f"cannot decode image {path} ({reason}); {hint}") from error
     return torch.from_numpy(array).permute(2, 0, 1)
 
 

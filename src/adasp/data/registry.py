@@ -20,7 +20,12 @@ from adasp.data.market import (
 from adasp.data.msmt17 import MSMT17_LAYOUT, MSMT17_VERSIONS, load_msmt17
 from adasp.data.sample import ReIDDataset
 from adasp.data.synthetic import SYNTHETIC_LAYOUT, load_synthetic
-from adasp.data.vehicleid import VEHICLEID_LAYOUT, VEHICLEID_TEST_SIZES, load_vehicleid
+from adasp.data.vehicleid import (
+    VEHICLEID_LAYOUT,
+    VEHICLEID_TEST_SIZES,
+    VEHICLEID_TRIALS,
+    load_vehicleid,
+)
 from adasp.data.veri776 import VERI776_LAYOUT, load_veri776
 from adasp.data.veriwild import VERIWILD_LAYOUT, VERIWILD_TEST_SIZES, load_veriwild
 from adasp.errors import UserInputError
@@ -57,7 +62,7 @@ _ALLOWED_VALUES: dict[tuple[str, str], tuple[Any, ...]] = {
     ("msmt17", "version"): MSMT17_VERSIONS,
     ("msmt17", "use_val"): (True, False),
     ("vehicleid", "test_size"): VEHICLEID_TEST_SIZES,
-    ("vehicleid", "trial"): tuple(range(10)),
+    ("vehicleid", "trial"): tuple(range(VEHICLEID_TRIALS)),
     ("veriwild", "test_size"): VERIWILD_TEST_SIZES,
 }
 

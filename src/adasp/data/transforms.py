@@ -16,14 +16,18 @@ from adasp.utils.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 
 def _size(size: Sequence[int]) -> tuple[int, int]:
-    if len(size) != 2 or any(not isinstance(s, int) or s < 1 for s in size):
-        raise UserInputError(f"image size must be (height, width) positive integers, got {size}")
+    if (
+        not isinstance(size, (tuple, list))
+        or len(size) != 2
+        or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in size)
+    ):
+        raise UserInputError(f"image size must be (height, width) positive integers, got {size!r}")
     return int(size[0]), int(size[1])
 
 
 def _probability(value: float, name: str) -> float:
-    if not 0.0 <= value <= 1.0:
-        raise UserInputError(f"{name} must be a probability in [0, 1], got {value}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise UserInputError(f"{name} must be a probability in [0, 1], got {value!r}")
     return float(value)
 
 

@@ -29,8 +29,9 @@ def capture_rng_state() -> dict[str, Any]:
         },
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        # Only this process's device: a resume may run on a machine with fewer GPUs.
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -44,7 +45,7 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -60,11 +61,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for corrupt or unsafe files
+        reason = (str(error).strip().splitlines() or [""])[0]
         raise UserInputError(
-            f"cannot read checkpoint {path}: {error.__class__.__name__}: {error}. "
+            f"{path} is not a valid adasp checkpoint ({error.__class__.__name__}: {reason}). "
             "adasp checkpoints hold only tensors and plain values; a file with other objects is "
             "refused for safety"
         ) from None
+
+
+def remove_stale_temporaries(path: str | Path) -> None:
+    """Delete the temporary files a killed atomic write of ``path`` left beside it."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def model_state_from_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> dict[str, Any]:

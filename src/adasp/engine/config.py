@@ -221,6 +221,15 @@ def read_yaml_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict
     return _merge(merged, data)
 
 
+def parse_value(raw: str) -> Any:
+    """A command-line value read as YAML (numbers, true/false, null, lists, mappings), or the
+    text itself when it is not valid YAML."""
+    try:
+        return yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        return raw
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b.c=value`` overrides (values parsed as YAML: numbers, lists, null...)."""
     out = copy.deepcopy(data)
@@ -230,10 +239,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise ConfigError(
                 f"override {item!r} is not of the form key=value (e.g. loss.temperature=0.05)"
             )
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
+        value = parse_value(raw)
         parts = key.strip().split(".")
         node = out
         for part in parts[:-1]:
@@ -279,7 +285,7 @@ def _require(condition: bool, message: str) -> None:
 
 def validate_config(config: ExperimentConfig) -> None:
     """Cross-field and registry checks; raises :class:`ConfigError` naming the key."""
-    from adasp.losses import LOSSES, loss_options
+    from adasp.losses import LOSSES, build_loss, loss_options
 
     d, m, loss, o, s, t, e = (
         config.data,
@@ -301,8 +307,9 @@ def validate_config(config: ExperimentConfig) -> None:
     _require(loss.weight >= 0, f"config key 'loss.weight' must be >= 0, got {loss.weight}")
     _require(loss.ce_weight >= 0, f"config key 'loss.ce_weight' must be >= 0, got {loss.ce_weight}")
     _require(
-        loss.name != "none" or loss.ce_weight > 0,
-        "config: 'loss.name' is none and 'loss.ce_weight' is 0, so nothing would be trained",
+        loss.ce_weight > 0 or (loss.name != "none" and loss.weight > 0),
+        "config: 'loss.ce_weight' is 0 and there is no weighted metric loss ('loss.name' none or "
+        "'loss.weight' 0), so nothing would be trained",
     )
     _require(
         0 <= loss.label_smoothing < 1,
@@ -327,11 +334,35 @@ def validate_config(config: ExperimentConfig) -> None:
             f"allowed: {', '.join(allowed) or 'none'}"
             + (" (its temperature is loss.temperature)" if name in SPARSE_PAIRWISE_LOSSES else ""),
         )
+    # Build the losses once, so that bad option values fail here rather than at step 1.
+    for name in sorted({*loss.options, *([loss.name] if loss.name != "none" else [])}):
+        options = dict(loss.options.get(name, {}))
+        if name in SPARSE_PAIRWISE_LOSSES:
+            options["temperature"] = loss.temperature
+        key = f"loss.options.{name}" if name in loss.options else "loss"
+        try:
+            build_loss(name, **options)
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"config key '{key}': {error}") from None
     _require(o.lr > 0, f"config key 'optim.lr' must be > 0, got {o.lr}")
     _require(
         o.weight_decay >= 0, f"config key 'optim.weight_decay' must be >= 0, got {o.weight_decay}"
     )
     _require(o.grad_clip >= 0, f"config key 'optim.grad_clip' must be >= 0, got {o.grad_clip}")
+    _require(
+        o.bias_lr_factor >= 0,
+        f"config key 'optim.bias_lr_factor' must be >= 0, got {o.bias_lr_factor}",
+    )
+    _require(
+        o.bias_weight_decay is None or o.bias_weight_decay >= 0,
+        f"config key 'optim.bias_weight_decay' must be >= 0 or null, got {o.bias_weight_decay}",
+    )
+    _require(o.momentum >= 0, f"config key 'optim.momentum' must be >= 0, got {o.momentum}")
+    _require(
+        not (o.optimizer == "sgd" and o.nesterov and o.momentum == 0),
+        "config key 'optim.nesterov' needs 'optim.momentum' > 0",
+    )
+    _require(t.seed >= 0, f"config key 'train.seed' must be >= 0, got {t.seed}")
     _require(s.epochs >= 1, f"config key 'schedule.epochs' must be >= 1, got {s.epochs}")
     _require(
         s.warmup_iters >= 0,
@@ -347,7 +378,7 @@ def validate_config(config: ExperimentConfig) -> None:
     )
     _require(0 < s.gamma <= 1, f"config key 'schedule.gamma' must be in (0, 1], got {s.gamma}")
     _require(
-        0 <= s.cosine_delay_epochs <= s.epochs,
+        s.scheduler != "cosine" or 0 <= s.cosine_delay_epochs <= s.epochs,
         f"config key 'schedule.cosine_delay_epochs' must be in [0, epochs={s.epochs}], "
         f"got {s.cosine_delay_epochs}",
     )
@@ -409,6 +440,7 @@ def _validate_data(d: DataConfig) -> None:
     for key in ("flip_p", "random_erasing_p", "autoaugment_p"):
         value = getattr(d, key)
         _require(0 <= value <= 1, f"config key 'data.{key}' must be in [0, 1], got {value}")
+    _require(all(v > 0 for v in d.std), f"config key 'data.std' must be positive, got {d.std}")
     _require(d.padding >= 0, f"config key 'data.padding' must be >= 0, got {d.padding}")
     _require(d.num_workers >= 0, f"config key 'data.num_workers' must be >= 0, got {d.num_workers}")
     _require(d.test_batch_size >= 1, "config key 'data.test_batch_size' must be >= 1")

@@ -98,14 +98,9 @@ def gather_rows(tensor: torch.Tensor, ctx: DistributedContext) -> torch.Tensor:
     """Concatenate every rank's rows (counts may differ) in rank order, on every rank."""
     if not ctx.distributed:
         return tensor
+    from adasp.losses.distributed import all_gather_rows
+
+    # NCCL gathers CUDA tensors only; gloo gathers CPU tensors.
     device = ctx.device if ctx.device.type == "cuda" else torch.device("cpu")
-    local = tensor.to(device)
-    count = torch.tensor([local.shape[0]], device=device)
-    counts = [torch.zeros_like(count) for _ in range(ctx.world_size)]
-    dist.all_gather(counts, count)
-    sizes = [int(c) for c in counts]
-    padded = local.new_zeros((max(sizes), *local.shape[1:]))
-    padded[: local.shape[0]] = local
-    parts = [torch.empty_like(padded) for _ in range(ctx.world_size)]
-    dist.all_gather(parts, padded)
-    return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)]).to(tensor.device)
+    parts, _ = all_gather_rows(tensor.to(device))
+    return torch.cat(parts).to(tensor.device)

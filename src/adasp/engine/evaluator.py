@@ -22,7 +22,8 @@ from adasp.engine.distributed import DistributedContext, gather_rows
 METRIC_KEYS = ("mAP", "rank1", "rank5", "rank10", "mINP")
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The model inside a DDP wrapper or a ``torch.compile`` wrapper (or the model itself)."""
     model = getattr(model, "_orig_mod", model)  # torch.compile
     return getattr(model, "module", model)  # DDP
 
@@ -51,7 +52,7 @@ def extract_embeddings(
     rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
     n = len(samples)
     shard = list(samples[n * rank // world : n * (rank + 1) // world])
-    net = _unwrap(model)
+    net = unwrap_model(model)
     was_training = net.training
     net.eval()
     parts = []
@@ -125,15 +126,22 @@ def evaluate_split(
         g_pids,
         q_camids,
         g_camids,
-        metric=cfg.metric,
-        max_rank=cfg.max_rank,
-        rerank=cfg.rerank,
-        k1=cfg.k1,
-        k2=cfg.k2,
-        lambda_value=cfg.lambda_value,
         camera_filter=camera_filter,
-        ap_mode=cfg.ap_mode,
+        **_metric_options(cfg),
     )
+
+
+def _metric_options(cfg: EvalConfig) -> dict[str, Any]:
+    """The keywords of :func:`adasp.evaluation.evaluate_features` set by ``eval.*``."""
+    return {
+        "metric": cfg.metric,
+        "max_rank": cfg.max_rank,
+        "rerank": cfg.rerank,
+        "k1": cfg.k1,
+        "k2": cfg.k2,
+        "lambda_value": cfg.lambda_value,
+        "ap_mode": cfg.ap_mode,
+    }
 
 
 @dataclass
@@ -153,12 +161,17 @@ Embedder = Callable[[Sequence[Any]], torch.Tensor]
 
 
 def single_split_protocol(
-    dataset: Any, name: str, embed: Embedder, cfg: EvalConfig
+    dataset: Any, name: str, embed: Embedder, cfg: EvalConfig, compute: bool = True
 ) -> TestSetResult:
-    """The usual protocol: the dataset's query against its gallery."""
+    """The usual protocol: the dataset's query against its gallery.
+
+    ``compute=False`` only takes part in the (collective) embedding and returns no metrics.
+    """
     from adasp.evaluation import summarize
 
     features = embed(list(dataset.query) + list(dataset.gallery))
+    if not compute:
+        return TestSetResult(name, {})
     nq = len(dataset.query)
     result = evaluate_split(
         features[:nq], features[nq:], dataset.query, dataset.gallery, cfg, dataset.camera_filter
@@ -167,31 +180,31 @@ def single_split_protocol(
     return TestSetResult(name, summarize(result), details)
 
 
-def vehicleid_protocol(dataset: Any, name: str, embed: Embedder, cfg: EvalConfig) -> TestSetResult:
-    """VehicleID: 10 random draws of one gallery image per vehicle; mean and std over draws."""
-    from adasp.data import vehicleid_trial_split
-    from adasp.evaluation import aggregate_trials, summarize
+def vehicleid_protocol(
+    dataset: Any, name: str, embed: Embedder, cfg: EvalConfig, compute: bool = True
+) -> TestSetResult:
+    """VehicleID: 10 random draws of one gallery image per vehicle; mean and std over draws.
+
+    The test images are embedded once and re-split for every draw, whatever the dataset's
+    own ``trial`` option (which only chooses its ``query``/``gallery`` lists).
+    """
+    from adasp.data.vehicleid import VEHICLEID_TRIALS, vehicleid_trial_split
+    from adasp.evaluation import evaluate_draws
 
     test = list(dataset.query) + list(dataset.gallery)
     features = embed(test)
+    if not compute:
+        return TestSetResult(name, {})
     seed = dataset.options.get("seed", 0)
-    summaries = []
-    for trial in range(10):
-        q_idx, g_idx = vehicleid_trial_split(test, trial, seed)
-        result = evaluate_split(
-            features[torch.as_tensor(q_idx)],
-            features[torch.as_tensor(g_idx)],
-            [test[i] for i in q_idx],
-            [test[i] for i in g_idx],
-            cfg,
-            camera_filter=False,
-        )
-        summaries.append(summarize(result))
-    aggregate = aggregate_trials(summaries)
+    draws = [vehicleid_trial_split(test, trial, seed) for trial in range(VEHICLEID_TRIALS)]
+    pids, camids = _arrays(test)
+    aggregate = evaluate_draws(
+        features, pids, camids, draws, camera_filter=False, **_metric_options(cfg)
+    )
     summary: dict[str, Any] = dict(aggregate["mean"])
     summary["std"] = dict(aggregate["std"])
-    summary["num_draws"] = len(summaries)
-    return TestSetResult(name, summary, {"trials": summaries})
+    summary["num_draws"] = aggregate["num_draws"]
+    return TestSetResult(name, summary, {"trials": aggregate["draws"]})
 
 
 #: Dataset name -> protocol (default: :func:`single_split_protocol`).
@@ -207,7 +220,30 @@ def test_set_name(dataset: str, options: dict[str, Any]) -> str:
     return "-".join(parts)
 
 
-def run_protocol(dataset: Any, name: str, embed: Embedder, cfg: EvalConfig) -> TestSetResult:
-    """Evaluate ``dataset`` with its protocol, embedding images with ``embed``."""
+def run_protocol(
+    dataset: Any, name: str, embed: Embedder, cfg: EvalConfig, compute: bool = True
+) -> TestSetResult:
+    """Evaluate ``dataset`` with its protocol, embedding images with ``embed``.
+
+    ``compute=False`` (DDP ranks other than 0) only takes part in the embedding.
+    """
     protocol = PROTOCOLS.get(dataset.name, single_split_protocol)
-    return protocol(dataset, name, embed, cfg)
+    return protocol(dataset, name, embed, cfg, compute)
+
+
+def build_test_sets(cfg: Any, main_dataset: Any | None = None) -> list[tuple[str, Any]]:
+    """``(name, dataset)`` of the main test set and each of ``data.test_sets``.
+
+    ``cfg`` is the :class:`~adasp.engine.config.DataConfig`; an extra test set without its
+    own root shares the main dataset's.
+    """
+    from adasp.data import build_dataset
+    from adasp.engine.builders import build_datasets, dataset_root
+
+    main = main_dataset if main_dataset is not None else build_datasets(cfg)
+    sets = [(test_set_name(main.name, main.options), main)]
+    for extra in cfg.test_sets:
+        root = dataset_root(extra.dataset, extra.root or cfg.root)
+        dataset = build_dataset(extra.dataset, root, **extra.options)
+        sets.append((extra.name or test_set_name(dataset.name, dataset.options), dataset))
+    return sets

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from adasp.utils.atomic import atomic_write_text
+
 
 class RunLog:
     """Appends events to ``OUT/log.jsonl`` and scalars to TensorBoard under ``OUT/tensorboard``.
@@ -15,19 +17,43 @@ class RunLog:
         output_dir: the run folder.
         enabled: False on non-main ranks (then every call is a no-op).
         tensorboard: also write TensorBoard event files.
+        resume_step: the step a resumed run continues after; later events are dropped.
     """
 
-    def __init__(self, output_dir: str | Path, enabled: bool = True, tensorboard: bool = True):
+    def __init__(
+        self,
+        output_dir: str | Path,
+        enabled: bool = True,
+        tensorboard: bool = True,
+        resume_step: int | None = None,
+    ):
         self.enabled = enabled
         self.path = Path(output_dir) / "log.jsonl"
         self._writer = None
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if resume_step is not None:
+                self._drop_after(resume_step)
             self._handle = self.path.open("a", encoding="utf-8")
             if tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._writer = SummaryWriter(log_dir=str(Path(output_dir) / "tensorboard"))
+                # purge_step drops the events a killed run wrote after its last checkpoint.
+                self._writer = SummaryWriter(
+                    log_dir=str(Path(output_dir) / "tensorboard"),
+                    purge_step=None if resume_step is None else resume_step + 1,
+                )
+
+    def _drop_after(self, step: int) -> None:
+        """Keep only the events up to ``step``: a resumed run logs the later ones again."""
+        if not self.path.exists():
+            return
+        kept = [
+            line
+            for line in self.path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step
+        ]
+        atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
 
     def event(self, kind: str, step: int, **values: Any) -> None:
         """Log one event: a JSON line, and each numeric value as ``kind/name`` in TensorBoard."""

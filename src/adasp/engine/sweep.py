@@ -9,6 +9,7 @@ runs are collected into ``DIR/results.csv`` and ``DIR/results.md``.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import itertools
 import json
@@ -21,13 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from adasp.engine.config import load_config, resolve_config_path
+from adasp.engine.evaluator import METRIC_KEYS
 from adasp.engine.typed_config import ConfigError
 from adasp.errors import UserInputError
 from adasp.utils.atomic import atomic_write_json, atomic_write_text
 from adasp.utils.tables import format_table
 
-RESULT_METRICS = ("mAP", "rank1", "rank5", "rank10", "mINP")
 MANIFEST = "sweep.json"
+FAILED = "failed.json"
+#: Longest run folder name; longer ones end in a hash of the full name instead.
+MAX_NAME = 150
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,10 @@ class SweepRun:
 
 def _folder_name(assignment: Sequence[tuple[str, str]]) -> str:
     text = ",".join(f"{k}={v}" for k, v in assignment)
-    return "".join(c if c.isalnum() or c in "=,.-_+" else "_" for c in text)
+    name = "".join(c if c.isalnum() or c in "=,.-_+" else "_" for c in text)
+    if len(name) > MAX_NAME:
+        name = f"{name[: MAX_NAME - 17]}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+    return name
 
 
 def expand_grid(axes: Sequence[GridAxis]) -> list[SweepRun]:
@@ -113,6 +120,13 @@ def expand_grid(axes: Sequence[GridAxis]) -> list[SweepRun]:
         assignment = tuple((a.key, v) for a, v in zip(axes, values, strict=True))
         overrides = tuple(o for a, v in zip(axes, values, strict=True) for o in a.overrides(v))
         runs.append(SweepRun(_folder_name(assignment), assignment, overrides))
+    names = [r.name for r in runs]
+    clash = next((n for n in names if names.count(n) > 1), None)
+    if clash:
+        raise ConfigError(
+            f"two grid values give the same run folder {clash!r} (characters other than letters, "
+            "digits and =,.-_+ become '_'); make the values differ in those characters"
+        )
     return runs
 
 
@@ -129,6 +143,11 @@ class Sweep:
             ``<run>/train.log``) instead of in this process.
         jobs: with ``processes``, how many runs at once (devices assigned round-robin).
         devices: devices for process runs, e.g. ``["cuda:0", "cuda:1"]``.
+        retry_failed: run again the runs that failed before (``<run>/failed.json``); by
+            default they are skipped, since runs are deterministic and would fail again.
+
+    A run that fails (bad data, a diverging loss) is recorded in ``<run>/failed.json`` and
+    the sweep goes on with the others; :meth:`run` then reports the failures.
     """
 
     def __init__(
@@ -141,6 +160,7 @@ class Sweep:
         processes: bool = False,
         jobs: int = 1,
         devices: Sequence[str] = (),
+        retry_failed: bool = False,
     ) -> None:
         if not axes:
             raise ConfigError("a sweep needs at least one --grid key=v1,v2,...")
@@ -154,17 +174,23 @@ class Sweep:
         self.processes = processes
         self.jobs = jobs
         self.devices = list(devices) or [device]
+        self.retry_failed = retry_failed
         self.runs = expand_grid(self.axes)
         # Validate every combination before anything runs.
+        configs = []
         for run in self.runs:
             try:
-                load_config(self.config_path, [*self.overrides, *run.overrides])
+                configs.append(load_config(self.config_path, [*self.overrides, *run.overrides]))
             except ConfigError as error:
                 raise ConfigError(f"sweep run {run.name}: {error}") from None
+        # What the runs compute: a preset edited between two invocations is detected.
+        resolved = json.dumps([c.to_dict() for c in configs], sort_keys=True)
+        self.config_digest = hashlib.sha256(resolved.encode()).hexdigest()[:16]
 
     def manifest(self) -> dict[str, Any]:
         return {
             "config": self.config_path,
+            "config_digest": self.config_digest,
             "overrides": self.overrides,
             "grid": [{"key": a.key, "values": list(a.values)} for a in self.axes],
             "runs": [
@@ -178,21 +204,29 @@ class Sweep:
         manifest = self.manifest()
         if path.exists():
             old = json.loads(path.read_text())
-            same = {k: old.get(k) for k in ("config", "overrides", "grid")}
-            if same != {k: manifest[k] for k in ("config", "overrides", "grid")}:
+            keys = ("config", "overrides", "grid")
+            if {k: old.get(k) for k in keys} != {k: manifest[k] for k in keys}:
                 raise UserInputError(
                     f"{self.output} holds a different sweep ({path}); use another --output or "
                     "the same --config, overrides and --grid options"
                 )
+            if old.get("config_digest", self.config_digest) != self.config_digest:
+                raise UserInputError(
+                    f"the preset {self.config_path} (or a preset it inherits) changed since the "
+                    f"sweep in {self.output} started, so its runs would mix two configurations; "
+                    "restore it, or start a new sweep in another --output"
+                )
         atomic_write_json(path, manifest)
 
     def status(self) -> dict[str, str]:
-        """``done``, ``partial`` (a checkpoint, no metrics) or ``todo`` per run."""
+        """``done``, ``failed``, ``partial`` (a checkpoint, no metrics) or ``todo`` per run."""
         out = {}
         for run in self.runs:
             folder = self.output / run.name
             if (folder / "metrics.json").exists():
                 out[run.name] = "done"
+            elif (folder / FAILED).exists():
+                out[run.name] = "failed"
             elif (folder / "checkpoints" / "last.pt").exists():
                 out[run.name] = "partial"
             else:
@@ -204,24 +238,47 @@ class Sweep:
         self.output.mkdir(parents=True, exist_ok=True)
         self._write_manifest()
         status = self.status()
-        pending = [r for r in self.runs if status[r.name] != "done"]
+        skip = {"done"} if self.retry_failed else {"done", "failed"}
+        pending = [r for r in self.runs if status[r.name] not in skip]
+        counts = {s: list(status.values()).count(s) for s in ("done", "failed")}
         print(
-            f"sweep {self.output}: {len(self.runs)} runs, {len(self.runs) - len(pending)} done, "
-            f"{len(pending)} to run",
+            f"sweep {self.output}: {len(self.runs)} runs, {counts['done']} done, "
+            f"{counts['failed']} failed before, {len(pending)} to run",
             file=sys.stderr,
         )
         if self.processes:
             with ThreadPoolExecutor(max_workers=self.jobs) as pool:
                 futures = [
-                    pool.submit(self._run_process, run, self.devices[i % len(self.devices)])
+                    pool.submit(self._attempt, run, self.devices[i % len(self.devices)])
                     for i, run in enumerate(pending)
                 ]
                 for future in futures:
                     future.result()
         else:
             for run in pending:
-                self._run_in_process(run)
+                self._attempt(run, self.device)
         return collect_results(self.output)
+
+    def failures(self) -> dict[str, str]:
+        """Run name -> the recorded error of every failed run."""
+        out = {}
+        for run in self.runs:
+            path = self.output / run.name / FAILED
+            if path.exists():
+                out[run.name] = json.loads(path.read_text())["error"]
+        return out
+
+    def _attempt(self, run: SweepRun, device: str) -> None:
+        folder = self.output / run.name
+        (folder / FAILED).unlink(missing_ok=True)
+        try:
+            if self.processes:
+                self._run_process(run, device)
+            else:
+                self._run_in_process(run)
+        except UserInputError as error:
+            print(f"sweep: run {run.name} failed: {error}", file=sys.stderr)
+            atomic_write_json(folder / FAILED, {"run": run.name, "error": str(error)})
 
     def _run_in_process(self, run: SweepRun) -> None:
         from adasp.engine.trainer import Trainer
@@ -271,12 +328,12 @@ def collect_results(folder: str | Path) -> list[dict[str, Any]]:
         metrics = json.loads(metrics_path.read_text())
         row: dict[str, Any] = {"run": run["name"]}
         row.update(run["values"])
-        row.update({m: metrics.get(m) for m in RESULT_METRICS})
+        row.update({m: metrics.get(m) for m in METRIC_KEYS})
         for name, value in (metrics.get("harmful_pairs") or {}).items():
             if name != "batches":
                 row[f"harmful/{name}"] = value
         rows.append(row)
-    columns = ["run", *keys, *RESULT_METRICS]
+    columns = ["run", *keys, *METRIC_KEYS]
     extra = sorted({k for r in rows for k in r} - set(columns))
     columns += extra
     buffer = io.StringIO()
@@ -286,11 +343,11 @@ def collect_results(folder: str | Path) -> list[dict[str, Any]]:
     atomic_write_text(folder / "results.csv", buffer.getvalue())
     table_rows = [
         [r.get(k, "") for k in keys]
-        + [100 * r[m] if isinstance(r.get(m), float) else "" for m in RESULT_METRICS]
+        + [100 * r[m] if isinstance(r.get(m), float) else "" for m in METRIC_KEYS]
         + [r.get(k, "") for k in extra]
         for r in rows
     ]
-    table = format_table([*keys, *RESULT_METRICS, *extra], table_rows, precision=2, markdown=True)
+    table = format_table([*keys, *METRIC_KEYS, *extra], table_rows, precision=2, markdown=True)
     atomic_write_text(
         folder / "results.md",
         f"# Sweep results ({len(rows)} of {len(manifest['runs'])} runs finished)\n\n"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 import time
 import warnings
@@ -31,36 +32,60 @@ from adasp.engine.builders import (
     build_reid_model,
     build_schedule,
     build_transforms,
-    dataset_root,
 )
 from adasp.engine.checkpoint import (
     capture_rng_state,
     load_checkpoint,
+    remove_stale_temporaries,
     restore_rng_state,
     save_checkpoint,
 )
-from adasp.engine.config import ExperimentConfig, config_from_dict, save_config
+from adasp.engine.config import ExperimentConfig, save_config
 from adasp.engine.distributed import (
     DistributedContext,
     barrier,
+    broadcast_object,
     gather_objects,
     init_distributed,
 )
 from adasp.engine.evaluator import (
     METRIC_KEYS,
     TestSetResult,
+    build_test_sets,
     embed_with_config,
     run_protocol,
-    test_set_name,
+    unwrap_model,
 )
 from adasp.engine.run_log import RunLog
 from adasp.engine.seeded_loading import SeededBatches, SeededDataset, mix_seed
 from adasp.errors import UserInputError
 from adasp.utils.atomic import atomic_write_json
 from adasp.utils.plain import plain
-from adasp.utils.tables import format_table
 
 CHECKPOINT_FORMAT = "adasp-checkpoint-1"
+
+#: Config keys that do not change what a run computes, so a resume may change them.
+RESUME_FREE_KEYS = (
+    "data.test_sets",
+    "data.num_workers",
+    "data.test_batch_size",
+    "eval",
+    "train.eval_every",
+    "train.log_every",
+    "train.checkpoint_every_iters",
+)
+
+
+def _trajectory(config: dict[str, Any]) -> dict[str, Any]:
+    """The config without :data:`RESUME_FREE_KEYS`."""
+    out = {section: dict(values) for section, values in config.items()}
+    for key in RESUME_FREE_KEYS:
+        section, _, name = key.partition(".")
+        if name:
+            out.get(section, {}).pop(name, None)
+        else:
+            out.pop(section, None)
+    return out
 
 
 class TrainingDiverged(UserInputError):
@@ -90,16 +115,13 @@ def _amp_settings(amp: str, device: torch.device) -> tuple[bool, torch.dtype]:
 
 def _set_deterministic(enabled: bool, device: torch.device) -> None:
     if enabled:
-        torch.use_deterministic_algorithms(True, warn_only=True)
         if device.type == "cuda":
+            # cuBLAS is deterministic only with a fixed workspace, chosen before its first use.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    model = getattr(model, "_orig_mod", model)
-    return getattr(model, "module", model)
 
 
 class Trainer:
@@ -128,27 +150,41 @@ class Trainer:
         self.ctx: DistributedContext = init_distributed(device)
         self.progress = progress and self.ctx.is_main
         self.resume = resume
-        self._check_output_dir()
+        resume_from = self._read_resume_checkpoint()
         self.state = RunState()
         self.history: list[dict[str, Any]] = []
         self._resumed_sampler: dict[str, Any] | None = None
         self._setup()
+        if resume_from is not None:
+            self._load(resume_from)
 
     # ----------------------------------------------------------------------------- set-up
-    def _check_output_dir(self) -> None:
-        if self.checkpoint_path.exists() and not self.resume:
+    def _read_resume_checkpoint(self) -> dict[str, Any] | None:
+        """The checkpoint to resume from (None for a fresh start), checked against the config.
+
+        Rank 0 decides, so that processes on nodes without a shared file system agree.
+        """
+        exists = broadcast_object(self.checkpoint_path.exists(), self.ctx)
+        if exists and not self.resume:
             raise UserInputError(
                 f"{self.output_dir} already holds a run ({self.checkpoint_path}); pass --resume to "
                 "continue it, or choose another --output"
             )
-        if self.resume and self.checkpoint_path.exists():
-            saved = load_checkpoint(self.checkpoint_path).get("config")
-            if saved is not None and saved != self.config.to_dict():
-                diff = _first_difference(saved, self.config.to_dict())
-                raise UserInputError(
-                    f"cannot resume {self.output_dir}: the config differs from the run's ({diff}); "
-                    "resume with the same config and overrides"
-                )
+        if not (self.resume and exists):
+            return None
+        if self.ctx.is_main:
+            remove_stale_temporaries(self.checkpoint_path)
+        barrier(self.ctx)
+        checkpoint = load_checkpoint(self.checkpoint_path, map_location="cpu")
+        saved, now = checkpoint.get("config"), self.config.to_dict()
+        if saved is not None and _trajectory(saved) != _trajectory(now):
+            raise UserInputError(
+                f"cannot resume {self.output_dir}: the config differs from the run's "
+                f"({_first_difference(_trajectory(saved), _trajectory(now))}); resume with the "
+                "same config and overrides (only evaluation, logging and loader settings may "
+                f"change: {', '.join(RESUME_FREE_KEYS)})"
+            )
+        return checkpoint
 
     def _setup(self) -> None:
         from adasp.data import ImageDataset, PKSampler
@@ -187,19 +223,25 @@ class Trainer:
             persistent_workers=workers > 0,
             generator=torch.Generator().manual_seed(cfg.train.seed),
         )
+        self.test_sets = build_test_sets(cfg.data, self.dataset)  # fail fast on a bad one
         model = build_reid_model(cfg.model, self.dataset.num_train_pids)
         if cfg.model.sync_bn and ctx.distributed:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            if ctx.device.type == "cuda":
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            else:
+                warnings.warn("model.sync_bn needs CUDA; keeping plain BatchNorm", stacklevel=2)
+        # prepare_model compiles in place (CUDA only; elsewhere it warns and skips).
         self.model = prepare_model(
-            model, ctx.device, channels_last=cfg.model.channels_last, compile=False
+            model, ctx.device, channels_last=cfg.model.channels_last, compile=cfg.model.compile
         )
         self.net: nn.Module = self.model
         if ctx.distributed:
             self.net = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+                self.model,
+                device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+                # Without cross-entropy the classifier and BNNeck BN take no part in the loss.
+                find_unused_parameters=cfg.loss.ce_weight == 0,
             )
-        if cfg.model.compile:
-            self.net = torch.compile(self.net)
         self.objective = build_objective(cfg.loss, gather_distributed=ctx.distributed)
         self.optimizer = build_optimizer(cfg.optim, self.model)
         self.schedule = build_schedule(cfg.schedule, self.iters_per_epoch)
@@ -212,9 +254,7 @@ class Trainer:
         if cfg.train.measure_harmful_pairs:
             from adasp.analysis.harmful_monitor import HarmfulPairMonitor
 
-            self.monitor = HarmfulPairMonitor.for_dataset(self.dataset, cfg.loss, ctx)
-        if self.resume and self.checkpoint_path.exists():
-            self._load(load_checkpoint(self.checkpoint_path, map_location="cpu"))
+            self.monitor = HarmfulPairMonitor.for_dataset(self.dataset, cfg.loss)
 
     # ------------------------------------------------------------------------ checkpoints
     def _checkpoint_state(self) -> dict[str, Any]:
@@ -222,7 +262,7 @@ class Trainer:
             "format": CHECKPOINT_FORMAT,
             "config": self.config.to_dict(),
             "num_classes": int(self.dataset.num_train_pids),
-            "model": _unwrap(self.model).state_dict(),
+            "model": unwrap_model(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "epoch": self.state.epoch,
@@ -247,9 +287,10 @@ class Trainer:
                 f"{self.checkpoint_path} is not an adasp training checkpoint (format "
                 f"{ckpt.get('format')!r}); it cannot be resumed"
             )
-        _unwrap(self.model).load_state_dict(ckpt["model"])
+        unwrap_model(self.model).load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scaler.load_state_dict(ckpt["scaler"])
+        if ckpt["scaler"]:  # empty when the run started without fp16 loss scaling
+            self.scaler.load_state_dict(ckpt["scaler"])
         self.state = RunState(
             ckpt["epoch"], ckpt["batches_done"], ckpt["step"], bool(ckpt["finished"])
         )
@@ -276,7 +317,9 @@ class Trainer:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.output_dir / "config.yaml")
             print(self.dataset.summary(), file=sys.stderr)
-        self.log = RunLog(self.output_dir, enabled=self.ctx.is_main)
+        self.log = RunLog(
+            self.output_dir, enabled=self.ctx.is_main, resume_step=self.state.step or None
+        )
         try:
             while self.state.epoch < cfg.schedule.epochs:
                 self._train_epoch()
@@ -374,16 +417,17 @@ class Trainer:
         try:
             total, parts = self.objective(outputs, pids)
         except ValueError as error:
-            raise TrainingDiverged(
-                self._diverged_message(f"the model's outputs are invalid ({error})")
-            ) from None
+            if "NaN or Inf" in str(error):  # the losses' check of their input features
+                raise TrainingDiverged(self._diverged_message(str(error))) from None
+            raise UserInputError(f"{self._where()}: {error}") from None
         values = {name: float(value.detach()) for name, value in parts.items()}
-        if not math.isfinite(float(total.detach())):
-            bad = [n for n, v in values.items() if not math.isfinite(v)] or ["total"]
+        values["total"] = float(total.detach())
+        if not math.isfinite(values["total"]):
+            bad = [n for n, v in values.items() if not math.isfinite(v) and n != "total"]
             raise TrainingDiverged(
                 self._diverged_message(
                     "the loss is not finite: "
-                    + ", ".join(f"term {n!r} = {values.get(n, float(total.detach()))}" for n in bad)
+                    + ", ".join(f"term {n!r} = {values[n]}" for n in bad or ["total"])
                 )
             )
         if self.monitor is not None:
@@ -401,33 +445,40 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        values["total"] = float(total.detach())
         return values
 
-    def _diverged_message(self, what: str) -> str:
-        where = (
-            f"epoch {self.state.epoch + 1}, iteration {self.state.batches_done + 1} of "
-            f"{self.iters_per_epoch} (global step {self.state.step + 1})"
+    def _where(self) -> str:
+        return (
+            f"training stopped at epoch {self.state.epoch + 1}, iteration "
+            f"{self.state.batches_done + 1} of {self.iters_per_epoch} (global step "
+            f"{self.state.step + 1})"
         )
+
+    def _diverged_message(self, what: str) -> str:
         keep = (
             f"the last good checkpoint is {self.checkpoint_path}"
             if self.checkpoint_path.exists()
             else "no checkpoint had been written yet"
         )
         return (
-            f"training stopped at {where}: {what}; {keep}. Lower optim.lr, enable optim.grad_clip "
-            "or check the data"
+            f"{self._where()}: {what}; {keep}. Lower optim.lr, enable optim.grad_clip or check "
+            "the data"
         )
 
     # -------------------------------------------------------------------------- evaluation
     def evaluate(self) -> list[TestSetResult]:
         """Evaluate the current model on the main test set and ``data.test_sets``."""
+        if self.ctx.distributed:
+            # BatchNorm statistics drift apart on each rank between DDP's broadcasts; every
+            # rank embeds with rank 0's (the ones saved in the checkpoint).
+            for buffer in self.model.buffers():
+                torch.distributed.broadcast(buffer, 0)
         return evaluate_model(
             self.net,
             self.config,
             self.ctx,
             self.test_transform,
-            self.dataset,
+            self.test_sets,
             progress=self.progress,
         )
 
@@ -456,9 +507,7 @@ class Trainer:
             print(results_table(results, title=f"evaluation after epoch {epoch}"), file=sys.stderr)
 
     def _final_metrics(self) -> dict[str, Any]:
-        if not self.history or self.history[-1]["epoch"] != self.config.schedule.epochs:
-            self._evaluate_and_record(self.config.schedule.epochs)
-        last = self.history[-1]
+        last = self.history[-1]  # the last epoch is always evaluated before it is saved
         names = list(last["test_sets"])
         metrics: dict[str, Any] = {"test_set": names[0], **last["test_sets"][names[0]]}
         metrics["epoch"] = last["epoch"]
@@ -468,16 +517,17 @@ class Trainer:
         return metrics
 
     def _write_outputs(self, metrics: dict[str, Any]) -> None:
-        atomic_write_json(self.output_dir / "metrics.json", plain(metrics))
         save_checkpoint(
             self.output_dir / "model.pt",
             {
                 "format": "adasp-model-1",
                 "config": self.config.to_dict(),
                 "num_classes": int(self.dataset.num_train_pids),
-                "model": _unwrap(self.model).state_dict(),
+                "model": unwrap_model(self.model).state_dict(),
             },
         )
+        # Written last: a run with metrics.json is complete (sweeps rely on it).
+        atomic_write_json(self.output_dir / "metrics.json", plain(metrics))
 
 
 def evaluate_model(
@@ -485,24 +535,22 @@ def evaluate_model(
     config: ExperimentConfig,
     ctx: DistributedContext,
     transform: Any,
-    main_dataset: Any | None = None,
+    test_sets: list[tuple[str, Any]] | None = None,
     progress: bool = False,
+    keep_details: bool = False,
 ) -> list[TestSetResult]:
     """Evaluate ``model`` on the configured main test set, then on each of ``data.test_sets``.
 
-    Every rank embeds its shard and receives all embeddings; each then computes the same
-    metrics (cheap next to the embedding), so no rank waits on another.
-    """
-    from adasp.data import build_dataset
+    Args:
+        test_sets: ``(name, dataset)`` pairs from :func:`build_test_sets` (built from the
+            config when None).
+        keep_details: keep each single-split result's embeddings and dataset in
+            ``details`` (for pictures of ranked lists); otherwise they are dropped at once.
 
-    cfg = config.data
-    main = main_dataset or build_datasets(cfg)
-    sets = [(test_set_name(main.name, main.options), main)]
-    for extra in cfg.test_sets:
-        # An extra test set without its own root shares the main dataset's.
-        root = dataset_root(extra.dataset, extra.root or cfg.root)
-        dataset = build_dataset(extra.dataset, root, **extra.options)
-        sets.append((extra.name or test_set_name(dataset.name, dataset.options), dataset))
+    Every rank embeds its shard and receives all embeddings; rank 0 computes the metrics and
+    sends the summaries to the others.
+    """
+    sets = test_sets if test_sets is not None else build_test_sets(config.data)
     results = []
     for name, dataset in sets:
 
@@ -522,7 +570,13 @@ def evaluate_model(
                 if bar is not None:
                     bar.close()
 
-        results.append(run_protocol(dataset, name, embed, config.eval))
+        result = run_protocol(dataset, name, embed, config.eval, compute=ctx.is_main)
+        if not keep_details:
+            result.details.clear()
+        results.append(result)
+    summaries = broadcast_object([r.summary for r in results], ctx)
+    for result, summary in zip(results, summaries, strict=True):
+        result.summary = summary
     return results
 
 
@@ -543,15 +597,13 @@ def summaries_table(
 
     A summary with a ``std`` entry (several draws, e.g. VehicleID) shows mean ± std.
     """
-    rows = []
-    for name, summary in summaries.items():
-        std = summary.get("std")
-        row = [name]
-        for key in METRIC_KEYS:
-            value = 100 * summary[key]
-            row.append(f"{value:.2f} ± {100 * std[key]:.2f}" if std else f"{value:.2f}")
-        rows.append(row)
-    table = format_table(["test set", "mAP", "R1", "R5", "R10", "mINP"], rows, markdown=markdown)
+    from adasp.evaluation import format_results_table
+
+    results = {
+        name: {"mean": s, "std": s["std"], "num_draws": s["num_draws"]} if "std" in s else s
+        for name, s in summaries.items()
+    }
+    table = format_results_table(results, markdown=markdown)
     return f"{title}\n{table}" if title else table
 
 
@@ -573,8 +625,3 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str:
             if a.get(key) != b.get(key):
                 return _first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else key)
     return f"{path}: saved {a!r}, now {b!r}"
-
-
-def load_run_config(checkpoint: dict[str, Any]) -> ExperimentConfig:
-    """The configuration stored in an adasp checkpoint or model file."""
-    return config_from_dict(checkpoint["config"])

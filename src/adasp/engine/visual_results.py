@@ -38,12 +38,15 @@ def write_visual_results(
     query, gallery = list(dataset.query), list(dataset.gallery)
     nq = len(query)
     chosen = np.unique(np.linspace(0, nq - 1, min(num_queries, nq)).round().astype(int))
-    _, ranked = search(
-        features[:nq][chosen],
-        features[nq:],
-        topk=min(len(gallery), topk + JUNK_MARGIN),
-        metric=config.eval.metric,
-    )
+    if config.eval.rerank:
+        ranked = _reranked_rows(features[:nq], features[nq:], chosen, config)
+    else:
+        _, ranked = search(
+            features[:nq][chosen],
+            features[nq:],
+            topk=min(len(gallery), topk + JUNK_MARGIN),
+            metric=config.eval.metric,
+        )
     picked = [query[i] for i in chosen]
     written = save_ranked_lists(
         [s.path for s in picked],
@@ -65,3 +68,22 @@ def write_visual_results(
         title=f"CMC: {result.name}",
     )
     return [*written, cmc_path]
+
+
+def _reranked_rows(query, gallery, chosen: np.ndarray, config: ExperimentConfig) -> np.ndarray:
+    """Re-ranked distances ``(len(chosen), G)`` of the chosen queries, as the metrics saw them
+    (k-reciprocal neighbours depend on all queries, so the whole query set is re-ranked)."""
+    import torch
+
+    from adasp.evaluation import reranked_distance_chunks
+
+    rows = []
+    e = config.eval
+    chunks = reranked_distance_chunks(
+        query, gallery, k1=e.k1, k2=e.k2, lambda_value=e.lambda_value, metric=e.metric
+    )
+    for block_rows, block in chunks:
+        inside = chosen[(chosen >= block_rows.start) & (chosen < block_rows.stop)]
+        if inside.size:
+            rows.append(block[torch.as_tensor(inside - block_rows.start)].cpu())
+    return torch.cat(rows).numpy()

@@ -121,6 +121,10 @@ class RankingEvaluator:
         self.g_pids = as_ids(g_pids, "g_pids", device=self.device)
         self.g_camids = as_ids(g_camids, "g_camids", self.g_pids.numel(), self.device)
         self.num_gallery = self.g_pids.numel()
+        if self.num_gallery == 0:
+            raise UserInputError(
+                "the gallery is empty: there is nothing to rank the queries against"
+            )
         # The gallery grouped by identity (indices ascending within an identity): a query's
         # same-identity items are one contiguous slice, found with two binary searches.
         self._sorted_pids, self._pid_order = torch.sort(self.g_pids, stable=True)
@@ -152,10 +156,12 @@ class RankingEvaluator:
             return
         # One cheap reduction (min and max propagate NaN) instead of isnan().any().
         low, high = torch.aminmax(dist)
-        if bool(torch.isnan(high)) or bool(low <= -torch.finfo(dist.dtype).max):
+        finfo = torch.finfo(dist.dtype)
+        if bool(torch.isnan(high)) or bool(low <= -finfo.max) or bool(high >= finfo.max):
             raise UserInputError(
-                "the distance matrix contains NaN or -inf (or the lowest float); check the "
-                "features (NaN values, or all-zero vectors under cosine distance)"
+                "the distance matrix contains NaN or an infinite (or extreme) value; check the "
+                "features (NaN values, or all-zero vectors under cosine distance), and to push "
+                "gallery items to the end of a ranking use a large finite distance, not inf"
             )
         ranks, num_matches = match_ranks(
             dist,

@@ -351,18 +351,3 @@ def jaccard_from_shared(shared: Tensor) -> Tensor:
     Equals ``1 - sum(min) / sum(max)`` because every row of ``V`` sums to 1.
     """
     return 1.0 - shared / (2.0 - shared)
-
-
-def jaccard_distance_block(
-    v: SparseRows, gallery_columns: SparseRows, start: int, stop: int
-) -> Tensor:
-    """Dense ``(stop - start, G)`` float32 Jaccard distances of queries ``start:stop``.
-
-    Gallery items sharing no non-zero column with a query get exactly 1. See
-    :func:`shared_minima` for the arguments.
-    """
-    g = gallery_columns.n_cols
-    flat, shared = shared_minima(v, gallery_columns, start, stop)
-    out = torch.ones((stop - start) * g, dtype=torch.float32, device=v.val.device)
-    out[flat] = jaccard_from_shared(shared)
-    return out.view(stop - start, g)

@@ -148,10 +148,12 @@ class SearchResult:
     metric: str
     backend: str
 
-    def records(self) -> list[dict[str, Any]]:
-        """One dict per query: its path and pid, and the ranked gallery paths, pids, distances."""
-        ranked_paths = self.gallery.paths[self.indices]
-        ranked_pids = self.gallery.pids[self.indices]
+    def records(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """One dict per query (the first ``limit`` ones, or all): its path and pid, and the
+        ranked gallery paths, pids, distances."""
+        count = len(self.query) if limit is None else min(limit, len(self.query))
+        ranked_paths = self.gallery.paths[self.indices[:count]]
+        ranked_pids = self.gallery.pids[self.indices[:count]]
         return [
             {
                 "query": str(self.query.paths[i]),
@@ -160,7 +162,7 @@ class SearchResult:
                 "gallery_pids": ranked_pids[i].tolist(),
                 "distances": [float(d) for d in self.distances[i]],
             }
-            for i in range(len(self.query))
+            for i in range(count)
         ]
 
 
@@ -214,7 +216,7 @@ def format_search_table(result: SearchResult, num_queries: int = 5, show: int = 
     (a ``*`` marks a gallery item of the query's identity)."""
     headers = ["query", "pid"] + [f"#{r}" for r in range(1, min(show, result.indices.shape[1]) + 1)]
     rows = []
-    for record in result.records()[:num_queries]:
+    for record in result.records(num_queries):
         cells = [_short(record["query"]), str(record["query_pid"])]
         for path, pid, dist in list(
             zip(record["gallery"], record["gallery_pids"], record["distances"], strict=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from adasp.errors import MissingPathError, UserInputError
+from adasp.errors import UserInputError
 from adasp.utils.atomic import atomic_write_with
 
 MATCH_COLOR = (0, 170, 0)
@@ -27,19 +27,15 @@ CAPTION = 30  # caption height under each image (two lines), pixels
 
 
 def _load_cell(path: str, size: tuple[int, int]):
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
-    source = Path(path)
-    if not source.is_file():
-        raise MissingPathError(
-            f"image not found: {source}; the ranked lists need the query and gallery images "
-            "at the paths they were evaluated with"
-        )
-    try:
-        with Image.open(source) as image:
-            return ImageOps.pad(image.convert("RGB"), size, color=(200, 200, 200))
-    except (UnidentifiedImageError, OSError) as error:
-        raise UserInputError(f"cannot read image {source}: {error}") from error
+    from adasp.data.images import read_image
+
+    hint = (
+        "the ranked lists need the query and gallery images at the paths they were evaluated with"
+    )
+    rgb = read_image(path, hint).permute(1, 2, 0).numpy()
+    return ImageOps.pad(Image.fromarray(rgb), size, color=(200, 200, 200))
 
 
 def _ranked_gallery(

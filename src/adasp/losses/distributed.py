@@ -14,8 +14,8 @@ def distributed_world_size() -> int:
     return 1
 
 
-def _all_gather_padded(tensor: Tensor) -> tuple[list[Tensor], int]:
-    """All-gather ``tensor`` along dim 0, allowing a different row count on each rank."""
+def all_gather_rows(tensor: Tensor) -> tuple[list[Tensor], int]:
+    """Every rank's ``tensor`` (rows may differ in number), in rank order, and this rank."""
     world = dist.get_world_size()
     local_n = torch.tensor([tensor.shape[0]], device=tensor.device, dtype=torch.long)
     counts = [torch.zeros_like(local_n) for _ in range(world)]
@@ -40,7 +40,7 @@ class _GatherWithLocalGrad(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, tensor: Tensor) -> Tensor:
-        parts, rank = _all_gather_padded(tensor.detach())
+        parts, rank = all_gather_rows(tensor.detach())
         offsets = [0]
         for part in parts:
             offsets.append(offsets[-1] + part.shape[0])
@@ -64,5 +64,5 @@ def gather_batch(features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     if distributed_world_size() == 1:
         return features, labels
     gathered_features = _GatherWithLocalGrad.apply(features)
-    label_parts, _ = _all_gather_padded(labels)
+    label_parts, _ = all_gather_rows(labels)
     return gathered_features, torch.cat(label_parts, dim=0)

@@ -79,7 +79,9 @@ class Objective(nn.Module):
 
     Each term reads the model output named by its loss's ``input_key`` (``"features"`` or
     ``"logits"``). An output may be a tensor or a list of tensors (one per branch, as in MGN):
-    the term is then the sum of the loss over the list.
+    the term is then the mean of the loss over the list, so that ``weight`` means the same for
+    one branch or eight (the AdaSP code weights MGN's 8 cross-entropies by 1/8 and its 5
+    metric-loss inputs by 1/5).
 
     Example:
         >>> objective = Objective([LossTerm("ce"), LossTerm("adasp", 0.1, {"temperature": 0.04})])
@@ -112,7 +114,7 @@ class Objective(nn.Module):
                 )
             value = outputs[key]
             tensors = value if isinstance(value, (list, tuple)) else [value]
-            part = sum(loss(t, labels) for t in tensors)
+            part = sum(loss(t, labels) for t in tensors) / len(tensors)
             parts[term.name] = part
             total = term.weight * part if total is None else total + term.weight * part
         assert total is not None

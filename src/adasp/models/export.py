@@ -159,10 +159,13 @@ def export_onnx(
     was_training = model.training
     model.eval()
     try:
-        graph = EmbeddingGraph(
-            model, mean if include_normalization else None, std, l2_normalize
-        ).eval()
         device = _model_device(model)
+        # The graph's own buffers (mean/std) must live where the model does.
+        graph = (
+            EmbeddingGraph(model, mean if include_normalization else None, std, l2_normalize)
+            .to(device)
+            .eval()
+        )
         example = torch.zeros(2, 3, height, width, device=device)
         try:
             # One eager pass first: a clear error for an input size the model cannot take,

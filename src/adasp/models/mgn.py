@@ -97,19 +97,20 @@ class MGNBackbone(nn.Module):
         """Map a ResNet-50(-IBN-a) state dict (torchvision/IBN-Net names) onto MGN's names.
 
         ``layer3.0`` and everything before it go to ``stem.``; ``layer3.{1..}`` and
-        ``layer4`` are copied into every branch; other keys (``fc.*``) keep their names and
-        are reported as unexpected. Keys already in MGN's layout pass through.
+        ``layer4`` are copied into every branch; every other key (``fc.*``, keys already in
+        MGN's layout, a whole model's ``head.*``) keeps its name, so a report of unexpected keys
+        names them as they are in the file.
         """
         mapped: dict[str, Tensor] = {}
         for key, value in state_dict.items():
             head, _, rest = key.partition(".")
-            if head in ("stem", "branches", "fc") or not rest:
-                mapped[key] = value
-            elif head == "layer4" or (head == "layer3" and not rest.startswith("0.")):
+            if head == "layer4" or (head == "layer3" and not rest.startswith("0.")):
                 for b in range(len(self.branches)):
                     mapped[f"branches.{b}.{key}"] = value
-            else:
+            elif head in ("conv1", "bn1", "layer1", "layer2", "layer3") and rest:
                 mapped[f"stem.{key}"] = value
+            else:
+                mapped[key] = value
         return mapped
 
 
@@ -125,9 +126,12 @@ class MGNHead(nn.Module):
         reduction_dim: size of every reduced feature (256 in the published design).
         neck, neck_feat, dropout: as for :class:`BNNeck`, applied to every feature.
 
-    ``forward(maps)``: training -> ``{"features": [3 x (B, reduction_dim)],
-    "logits": [8 x (B, num_classes)]}`` (global branches first, then the stripes top to
-    bottom, branch by branch); eval -> ``(B, 8·reduction_dim)``, not L2-normalised.
+    ``forward(maps)``: training -> ``{"features": [5 tensors], "logits": [8 x (B,
+    num_classes)]}``: the features are the three branch globals ``(B, reduction_dim)`` and the
+    concatenated stripes of the 2- and 3-stripe branches (``(B, 2·reduction_dim)``,
+    ``(B, 3·reduction_dim)``), all before their BNNeck BN, as the AdaSP code feeds its metric
+    loss; the logits come global branches first, then the stripes top to bottom, branch by
+    branch. Eval -> ``(B, 8·reduction_dim)``, not L2-normalised.
     """
 
     def __init__(
@@ -147,22 +151,18 @@ class MGNHead(nn.Module):
         self.parts = tuple(parts)
         count = len(self.parts) + sum(n for n in self.parts if n > 1)
         self.pools = nn.ModuleList(build_pooling(pooling, gem_p) for _ in self.parts)
+        # As in the AdaSP code (fast-reid's MGN): a bias-free linear reduction feeding the
+        # BNNeck, no ReLU, so the metric loss sees signed features (after a ReLU every cosine
+        # similarity would be >= 0 and AdaSP's H < 0 rule could never apply).
         self.reductions = nn.ModuleList(
-            nn.Sequential(
-                nn.Linear(in_channels, reduction_dim, bias=False),
-                nn.BatchNorm1d(reduction_dim),
-                nn.ReLU(inplace=True),
-            )
-            for _ in range(count)
+            nn.Linear(in_channels, reduction_dim, bias=False) for _ in range(count)
         )
         self.necks = nn.ModuleList(
             BNNeck(reduction_dim, num_classes, neck=neck, neck_feat=neck_feat, dropout=dropout)
             for _ in range(count)
         )
         for reduction in self.reductions:
-            nn.init.kaiming_normal_(reduction[0].weight, mode="fan_in")
-            nn.init.ones_(reduction[1].weight)
-            nn.init.zeros_(reduction[1].bias)
+            nn.init.kaiming_normal_(reduction.weight, mode="fan_in")
         self.embedding_dim = count * reduction_dim
         self.num_classes = num_classes
 
@@ -182,9 +182,14 @@ class MGNHead(nn.Module):
         ]
         if not self.training:
             return torch.cat([out.embedding for out in outs], dim=1)
-        outputs: dict[str, list[Tensor]] = {
-            "features": [out.feature for out in outs[: len(self.parts)]]
-        }
+        # The metric loss's inputs, as in the AdaSP code: each branch's global feature, and
+        # each striped branch's stripes concatenated.
+        features = [out.feature for out in outs[: len(self.parts)]]
+        start = len(self.parts)
+        for n in (n for n in self.parts if n > 1):
+            features.append(torch.cat([out.feature for out in outs[start : start + n]], dim=1))
+            start += n
+        outputs: dict[str, list[Tensor]] = {"features": features}
         if self.num_classes:
             outputs["logits"] = [out.logits for out in outs]
         return outputs

@@ -29,7 +29,7 @@ class ReIDModel(nn.Module):
     - training mode: ``{"features": (B, D') | list, "logits": (B, num_classes) | list}``:
       ``"features"`` is the feature before the BNNeck BN (the metric loss's input),
       ``"logits"`` the classifier output (cross-entropy's input), absent when
-      ``num_classes == 0``. MGN gives lists (3 branch features, 8 logits); a loss is summed
+      ``num_classes == 0``. MGN gives lists (5 features, 8 logits); a loss is averaged
       over a list.
     - eval mode: the embedding ``(B, embedding_dim)``, after or before the BN per
       ``neck_feat``. It is **not** L2-normalised: normalise it for cosine distance.
