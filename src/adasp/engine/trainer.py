@@ -503,7 +503,8 @@ class Trainer:
                 epoch=epoch,
                 **{k: result.summary[k] for k in METRIC_KEYS},
             )
-        if self.ctx.is_main:
+        # The last epoch's table is printed once, as the run's results.
+        if self.ctx.is_main and epoch < self.config.schedule.epochs:
             print(results_table(results, title=f"evaluation after epoch {epoch}"), file=sys.stderr)
 
     def _final_metrics(self) -> dict[str, Any]:
