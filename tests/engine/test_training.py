@@ -131,12 +131,23 @@ def test_output_folder_of_another_run_is_not_overwritten(tmp_path, synthetic_roo
     assert (out / "checkpoints" / "last.pt").read_bytes() == before
 
 
-def test_resume_accepts_changed_evaluation_settings(tmp_path, synthetic_root):
+def test_resume_accepts_changed_evaluation_settings(tmp_path, synthetic_root, capsys):
     out = _train(tmp_path, synthetic_root, "run", ["schedule.epochs=1"])
+    cosine = json.loads((out / "metrics.json").read_text())
     code = main(["train", "--config", "quickstart", "--output", str(out), "--resume",
                  *tiny_overrides(synthetic_root), "schedule.epochs=1", "eval.metric=euclidean",
                  "train.log_every=5", "data.num_workers=1"])  # fmt: skip
     assert code == 0
+    assert "evaluating it again with the changed evaluation settings" in capsys.readouterr().err
+    # The finished run's results now follow the settings its config.yaml records.
+    assert "metric: euclidean" in (out / "config.yaml").read_text()
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert resumed["mAP"] != cosine["mAP"]  # unnormalised features rank differently
+    assert main(["evaluate", "--checkpoint", str(out / "model.pt"), "--output",
+                 str(tmp_path / "ev")]) == 0  # fmt: skip
+    evaluated = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    for key in METRICS:
+        assert evaluated[key] == pytest.approx(resumed[key], abs=1e-6)
 
 
 def test_resume_refuses_a_different_config(tmp_path, synthetic_root, capsys):

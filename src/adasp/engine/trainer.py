@@ -76,6 +76,11 @@ RESUME_FREE_KEYS = (
 )
 
 
+def _evaluation_settings(config: dict[str, Any]) -> tuple[Any, Any]:
+    """What decides a finished run's reported metrics besides its weights."""
+    return config.get("eval"), config.get("data", {}).get("test_sets")
+
+
 def _trajectory(config: dict[str, Any]) -> dict[str, Any]:
     """The config without :data:`RESUME_FREE_KEYS`."""
     out = {section: dict(values) for section, values in config.items()}
@@ -150,6 +155,7 @@ class Trainer:
         self.ctx: DistributedContext = init_distributed(device)
         self.progress = progress and self.ctx.is_main
         self.resume = resume
+        self._evaluation_changed = False
         resume_from = self._read_resume_checkpoint()
         self.state = RunState()
         self.history: list[dict[str, Any]] = []
@@ -184,6 +190,8 @@ class Trainer:
                 "same config and overrides (only evaluation, logging and loader settings may "
                 f"change: {', '.join(RESUME_FREE_KEYS)})"
             )
+        if saved is not None:
+            self._evaluation_changed = _evaluation_settings(saved) != _evaluation_settings(now)
         return checkpoint
 
     def _setup(self) -> None:
@@ -301,8 +309,13 @@ class Trainer:
         rng = ckpt["rng"]
         restore_rng_state(rng[self.ctx.rank] if self.ctx.rank < len(rng) else rng[0])
         if self.ctx.is_main:
+            again = (
+                "evaluating it again with the changed evaluation settings"
+                if self._evaluation_changed
+                else "writing its results again"
+            )
             where = (
-                f"the run had finished its {self.state.epoch} epochs; writing its results again"
+                f"the run had finished its {self.state.epoch} epochs; {again}"
                 if self.state.finished
                 else f"continuing at epoch {self.state.epoch + 1}, batch {self.state.batches_done} "
                 f"(step {self.state.step})"
@@ -320,6 +333,7 @@ class Trainer:
         self.log = RunLog(
             self.output_dir, enabled=self.ctx.is_main, resume_step=self.state.step or None
         )
+        reevaluate = self.state.finished and self._evaluation_changed
         try:
             while self.state.epoch < cfg.schedule.epochs:
                 self._train_epoch()
@@ -329,6 +343,12 @@ class Trainer:
                 if last or (every and epoch % every == 0):
                     self._evaluate_and_record(epoch)
                 self.state = RunState(epoch, 0, self.state.step, last)
+                self._save()
+            if reevaluate:
+                # A finished run resumed with other evaluation settings: its results must
+                # match the config.yaml written above, so the last evaluation is redone.
+                self.history.pop()
+                self._evaluate_and_record(self.state.epoch)
                 self._save()
             metrics = self._final_metrics()
             if self.ctx.is_main:
