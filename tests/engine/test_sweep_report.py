@@ -93,3 +93,30 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, synthetic_roo
     assert (out / "data.dataset=synthetic" / "metrics.json").is_file()
     assert main(args) == 1  # failed runs are skipped, not retried, unless asked
     assert "1 done, 1 failed before, 0 to run" in capsys.readouterr().err
+
+
+def test_a_killed_run_process_is_not_recorded_as_failed(tmp_path, synthetic_root, monkeypatch):
+    import subprocess
+
+    import adasp.engine.sweep as sweep_module
+
+    exits = iter([-9, 2])  # SIGKILL (e.g. the OOM killer), then adasp's bad-input status
+    monkeypatch.setattr(
+        sweep_module.subprocess,
+        "run",
+        lambda command, **kw: subprocess.CompletedProcess(command, next(exits)),
+    )
+    out = tmp_path / "killed"
+    sweep = sweep_module.Sweep(
+        "quickstart",
+        [sweep_module.parse_grid("loss.temperature=0.02,0.05")],
+        out,
+        overrides=_overrides(synthetic_root),
+        processes=True,
+    )
+    sweep.run()
+    # The killed run is resumed by the next invocation; the bad-input one is skipped.
+    assert list(sweep.interrupted) == ["loss.temperature=0.02"]
+    assert "exit -9" in sweep.interrupted["loss.temperature=0.02"]
+    assert sweep.failures().keys() == {"loss.temperature=0.05"}
+    assert sweep.status() == {"loss.temperature=0.02": "todo", "loss.temperature=0.05": "failed"}

@@ -61,7 +61,10 @@ def run(args: argparse.Namespace) -> int:
     failures = sweep.failures()
     for name, error in failures.items():
         print(f"failed: {name}: {error}")
+    for error in sweep.interrupted.values():
+        print(f"stopped: {error}")
     if failures:
         print(f"{len(failures)} runs failed (skipped when re-run; --retry-failed runs them again)")
+    if failures or sweep.interrupted:
         return 1
     return 0

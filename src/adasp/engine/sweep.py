@@ -34,6 +34,10 @@ FAILED = "failed.json"
 MAX_NAME = 150
 
 
+class RunInterrupted(UserInputError):
+    """A sweep's run process stopped without a result for a reason other than bad input."""
+
+
 @dataclass(frozen=True)
 class GridAxis:
     """One swept config key and its values (as written, parsed like overrides).
@@ -147,7 +151,8 @@ class Sweep:
             default they are skipped, since runs are deterministic and would fail again.
 
     A run that fails (bad data, a diverging loss) is recorded in ``<run>/failed.json`` and
-    the sweep goes on with the others; :meth:`run` then reports the failures.
+    the sweep goes on with the others; :meth:`run` then reports the failures. A run process
+    that is killed or crashes is reported in :attr:`interrupted` and resumed next time.
     """
 
     def __init__(
@@ -175,6 +180,9 @@ class Sweep:
         self.jobs = jobs
         self.devices = list(devices) or [device]
         self.retry_failed = retry_failed
+        #: Process runs that stopped without a result this time (killed, crashed): not
+        #: recorded as failed, so that the next invocation resumes them.
+        self.interrupted: dict[str, str] = {}
         self.runs = expand_grid(self.axes)
         # Validate every combination before anything runs.
         configs = []
@@ -276,6 +284,9 @@ class Sweep:
                 self._run_process(run, device)
             else:
                 self._run_in_process(run)
+        except RunInterrupted as error:
+            print(f"sweep: {error}", file=sys.stderr)
+            self.interrupted[run.name] = str(error)
         except UserInputError as error:
             print(f"sweep: run {run.name} failed: {error}", file=sys.stderr)
             atomic_write_json(folder / FAILED, {"run": run.name, "error": str(error)})
@@ -302,9 +313,15 @@ class Sweep:
             code = subprocess.run(
                 command, stdout=log, stderr=subprocess.STDOUT, check=False
             ).returncode
-        if code != 0:
+        if code == 2:  # adasp's exit status for bad input: it would fail the same way again
             raise UserInputError(
                 f"sweep run {run.name} failed (exit {code}); see {folder / 'train.log'}"
+            )
+        if code != 0:
+            # Killed, interrupted or crashed: not recorded, so the next invocation resumes it.
+            raise RunInterrupted(
+                f"sweep run {run.name} stopped (exit {code}); see {folder / 'train.log'}; "
+                "run the sweep again to resume it"
             )
 
 
