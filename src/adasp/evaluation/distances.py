@@ -51,11 +51,11 @@ METRICS: dict[str, tuple[Callable, Callable]] = {
 
 
 def as_features(features: Any, name: str, device: torch.device | str | None = None) -> torch.Tensor:
-    """``(N, D)`` real features as a float32 (or float64) tensor on ``device``."""
-    tensor = as_tensor(features, name, device)
+    """``(N, D)`` real features as a float32 (or float64) tensor on ``device``, detached."""
+    tensor = as_tensor(features, name, device).detach()
     if tensor.dim() != 2:
         raise UserInputError(
-            f"{name} must be a 2-D (num_items, dim) array; got {tuple(tensor.shape)}"
+            f"{name} must be 2-D (an array or tensor of rows); got shape {tuple(tensor.shape)}"
         )
     if tensor.dtype == torch.bool or tensor.is_complex():
         raise UserInputError(f"{name} must be real-valued; got dtype {tensor.dtype}")
@@ -68,12 +68,17 @@ def as_features(features: Any, name: str, device: torch.device | str | None = No
     return tensor
 
 
-def _check_pair(query: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
+def check_same_dimension(query: torch.Tensor, gallery: torch.Tensor) -> None:
+    """Raise a clear error when ``(Q, D)`` and ``(G, D')`` features differ in ``D``."""
     if query.shape[1] != gallery.shape[1]:
         raise UserInputError(
-            f"query features have dimension {query.shape[1]} but gallery features have "
-            f"{gallery.shape[1]}; extract both with the same model"
+            f"query and gallery features must have the same dimension, got {query.shape[1]} "
+            f"and {gallery.shape[1]}: extract both with the same model"
         )
+
+
+def _check_pair(query: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
+    check_same_dimension(query, gallery)
     if query.dtype != gallery.dtype:
         wider = torch.promote_types(query.dtype, gallery.dtype)
         return gallery.to(wider)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from adasp.errors import UserInputError
+from adasp.evaluation.distances import as_features, check_same_dimension
 from adasp.evaluation.reranking_sparse import (
     GATHER_BUDGET,
     SparseRows,
@@ -152,33 +153,6 @@ def _check_parameters(k1: object, k2: object, lambda_value: object) -> None:
         )
 
 
-def _as_matrix(value: object, name: str, device: torch.device | None = None) -> Tensor:
-    """A finite 2-D floating tensor from a NumPy array or a tensor (kept on its device)."""
-    if isinstance(value, Tensor):
-        tensor = value.detach()
-    else:
-        try:
-            array = np.asarray(value)
-        except (TypeError, ValueError) as error:
-            raise UserInputError(f"{name} must be a 2-D array or tensor ({error})") from None
-        if array.dtype.kind not in "biuf":
-            raise UserInputError(
-                f"{name} must be a numeric 2-D array or tensor, got dtype {array.dtype}"
-            )
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
-    if tensor.is_complex() or tensor.dtype == torch.bool:
-        raise UserInputError(f"{name} must hold real numbers, got dtype {tensor.dtype}")
-    if tensor.dim() != 2:
-        raise UserInputError(f"{name} must be 2-D, got shape {tuple(tensor.shape)}")
-    if not tensor.is_floating_point():
-        tensor = tensor.double()
-    if device is not None:
-        tensor = tensor.to(device)
-    if not bool(torch.isfinite(tensor).all()):
-        raise UserInputError(f"{name} holds NaN or infinite values; re-ranking needs finite ones")
-    return tensor
-
-
 def _check_metric(metric: object) -> RerankMetric:
     if metric not in RERANK_METRICS:
         raise UserInputError(
@@ -216,16 +190,12 @@ def _features(
     chosen = _check_device(device)
     if chosen is None and isinstance(query_features, Tensor):
         chosen = query_features.device
-    query = _as_matrix(query_features, "query_features", chosen or torch.device("cpu"))
-    gallery = _as_matrix(gallery_features, "gallery_features", query.device)
+    query = as_features(query_features, "query_features", chosen or torch.device("cpu"))
+    gallery = as_features(gallery_features, "gallery_features", query.device)
     for name, matrix in (("query_features", query), ("gallery_features", gallery)):
         if matrix.shape[0] == 0 or matrix.shape[1] == 0:
             raise UserInputError(f"{name} is empty (shape {tuple(matrix.shape)})")
-    if query.shape[1] != gallery.shape[1]:
-        raise UserInputError(
-            f"query and gallery features must have the same dimension, got "
-            f"{query.shape[1]} and {gallery.shape[1]}: extract both with the same model"
-        )
+    check_same_dimension(query, gallery)
     return query.float(), gallery.float()
 
 
@@ -342,10 +312,10 @@ def rerank(
             out of range.
     """
     _check_parameters(k1, k2, lambda_value)
-    q_g = _as_matrix(q_g_dist, "q_g_dist")
+    q_g = as_features(q_g_dist, "q_g_dist")
     device = q_g.device
-    q_q = _as_matrix(q_q_dist, "q_q_dist", device)
-    g_g = _as_matrix(g_g_dist, "g_g_dist", device)
+    q_q = as_features(q_q_dist, "q_q_dist", device)
+    g_g = as_features(g_g_dist, "g_g_dist", device)
     num_query, num_gallery = q_g.shape
     if num_query == 0 or num_gallery == 0:
         raise UserInputError(f"q_g_dist is empty (shape {tuple(q_g.shape)})")

@@ -18,7 +18,12 @@ import numpy as np
 import torch
 
 from adasp.errors import UserInputError
-from adasp.evaluation.distances import METRICS, as_features, checked_distance_chunks
+from adasp.evaluation.distances import (
+    METRICS,
+    as_features,
+    check_same_dimension,
+    checked_distance_chunks,
+)
 from adasp.evaluation.embeddings import Embeddings
 from adasp.evaluation.ranking import check_choice
 from adasp.utils.atomic import atomic_write_json, atomic_write_text
@@ -123,11 +128,7 @@ def search(
     device = query_features.device if isinstance(query_features, torch.Tensor) else None
     query = as_features(query_features, "query_features", device)
     gallery = as_features(gallery_features, "gallery_features", query.device)
-    if query.shape[1] != gallery.shape[1]:
-        raise UserInputError(
-            f"query features have dimension {query.shape[1]} but gallery features have "
-            f"{gallery.shape[1]}; extract both with the same model"
-        )
+    check_same_dimension(query, gallery)
     if gallery.shape[0] == 0:
         raise UserInputError("the gallery is empty: nothing to search")
     k = min(int(topk), gallery.shape[0])
