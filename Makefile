@@ -20,6 +20,8 @@ demo: $(STAMP)
 	$(PY) -m adasp evaluate --config quickstart --output runs/quickstart-untrained
 	$(PY) -m adasp train --config quickstart --output runs/quickstart --resume
 
+# ruff, then every test, the slow ones too: tests/test_wheel.py builds the wheel offline,
+# installs it into a fresh venv and trains the quickstart preset from outside the checkout.
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks

@@ -155,7 +155,7 @@ def plain_distance_chunks(query, gallery, chunk):
     gallery_t = gallery.T.contiguous()
     for start in range(0, query.shape[0], chunk):
         stop = min(query.shape[0], start + chunk)
-        yield slice(start, stop), RERANK_METRICS["cosine"].block(query[start:stop], gallery_t)
+        yield slice(start, stop), RERANK_METRICS["cosine"].distances(query[start:stop], gallery_t)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,10 +31,10 @@ def test_folder_with_cameras(tmp_path):
     data = build_dataset("folder", tmp_path)
     assert data.root == tmp_path.resolve()
     assert data.camera_filter is True
-    # Identities 3 and 12 -> 0 and 1 (numeric order); cameras 1, 5, 9 -> 0, 1, 2 over all splits.
-    assert sorted((s.pid, s.camid) for s in data.train) == [(0, 0), (1, 0), (1, 1)]
-    assert [(s.pid, s.camid) for s in data.query] == [(40, 0)]
-    assert sorted((s.pid, s.camid) for s in data.gallery) == [(40, 1), (40, 2), (41, 0)]
+    # Identities 3 and 12 -> 0 and 1 (numeric order); cameras as named: 1, 5, 9.
+    assert sorted((s.pid, s.camid) for s in data.train) == [(0, 1), (1, 1), (1, 5)]
+    assert [(s.pid, s.camid) for s in data.query] == [(40, 1)]
+    assert sorted((s.pid, s.camid) for s in data.gallery) == [(40, 5), (40, 9), (41, 1)]
 
 
 def test_folder_without_cameras_disables_camera_filter(tmp_path):
@@ -101,10 +101,10 @@ def test_real_subset_through_folder(pku_subset):
     assert len({s.pid for s in data.query}) == 12
     assert {s.pid for s in data.query} == {s.pid for s in data.gallery}
     assert data.camera_filter and data.num_train_cams == 2
-    assert {s.camid for s in data.query + data.gallery} == {0, 1}
+    assert {s.camid for s in data.query + data.gallery} == {1, 2}
     # Query / gallery ids are the folder names; cameras from '01_' / '02_'.
     sample = next(s for s in data.query if s.path.endswith(os.path.join("052", "02_2.png")))
-    assert (sample.pid, sample.camid) == (52, 1)
+    assert (sample.pid, sample.camid) == (52, 2)
     image = read_image(sample.path)
     assert image.shape == (3, 128, 48)
     item = ImageDataset(data.query, build_test_transform((64, 32)))[0]

@@ -69,10 +69,7 @@ def test_presets_are_found_by_name():
         (["train.deterministic=1"], "'train.deterministic': expected true or false"),
         (["loss.options={triplet: {margn: 0.3}}"], "loss 'triplet' has no option margn"),
         (["loss.options={adasp: {temperature: 0.1}}"], "its temperature is loss.temperature"),
-        (
-            ["schedule.cosine_delay_epochs=100"],
-            "'schedule.cosine_delay_epochs' must be in [0, epochs=60]",
-        ),
+        (["schedule.cosine_delay_epochs=-1"], "'schedule.cosine_delay_epochs' must be >= 0"),
         (["loss.weight"], "not of the form key=value"),
         (["loss.options={triplet: {margin: -1}}"], "'loss.options.triplet': margin must be >= 0"),
         (["loss.options={supcon: {temperature: 0}}"], "'loss.options.supcon': temperature"),

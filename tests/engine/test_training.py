@@ -162,7 +162,7 @@ def test_non_finite_loss_stops_naming_the_step_and_term(tmp_path, synthetic_root
     config = load_config(
         "quickstart", [*tiny_overrides(synthetic_root), "train.checkpoint_every_iters=1"]
     )
-    trainer = Trainer(config, tmp_path / "run", device="cpu", progress=False)
+    trainer = Trainer.from_config(config, tmp_path / "run", device="cpu", progress=False)
     objective = trainer.objective.forward
     calls = {"n": 0}
 
@@ -188,7 +188,9 @@ def test_config_errors_are_one_line(tmp_path, capsys):
         == 2
     )
     err = capsys.readouterr().err
-    assert err.strip() == "adasp train: error: config key 'loss.temperature' must be > 0, got -1.0"
+    assert err.strip() == (
+        "adasp train: error: config key 'loss.temperature' must be > 0 (a finite number), got -1.0"
+    )
 
 
 def test_training_on_the_real_subset_through_folder(tmp_path, pku_subset):
@@ -208,7 +210,9 @@ def test_training_on_the_real_subset_through_folder(tmp_path, pku_subset):
 def test_backbone_stays_frozen_for_the_first_iterations(tmp_path, synthetic_root):
     overrides = [*tiny_overrides(synthetic_root), "schedule.epochs=1", "train.eval_every=0",
                  "schedule.freeze_backbone_iters=100"]  # fmt: skip
-    trainer = Trainer(load_config("quickstart", overrides), tmp_path / "run", progress=False)
+    trainer = Trainer.from_config(
+        load_config("quickstart", overrides), tmp_path / "run", progress=False
+    )
     backbone = [p.detach().clone() for p in trainer.model.backbone.parameters()]
     head = [p.detach().clone() for p in trainer.model.head.parameters()]
     trainer.fit()
@@ -225,7 +229,7 @@ def test_untrained_baseline_is_the_model_training_starts_from(tmp_path, syntheti
 
     config = load_config("quickstart", tiny_overrides(synthetic_root))
     untrained = build_inference_model(config, None, torch.device("cpu"))
-    trainer = Trainer(config, tmp_path / "run", progress=False)
+    trainer = Trainer.from_config(config, tmp_path / "run", progress=False)
     start = trainer.model.state_dict()
     for key, value in untrained.state_dict().items():
         assert torch.equal(value, start[key]), key

@@ -8,14 +8,15 @@ import torch
 
 from adasp.errors import UserInputError
 from adasp.evaluation import (
-    EvaluationSet,
+    DrawsMetrics,
+    RankingMetrics,
     aggregate_draws,
     evaluate_draws,
     evaluate_features,
-    evaluate_test_sets,
     format_results_table,
     summarize,
 )
+from adasp.evaluation.results import metrics_document, metrics_from_dict
 
 
 def vehicle_test_set(seed=0, num_ids=20, per_id=4, dim=8):
@@ -57,11 +58,12 @@ def test_aggregate_draws_mean_and_sample_std():
         },
     ]
     aggregate = aggregate_draws(results)
-    assert aggregate["num_draws"] == 2
-    assert aggregate["mean"]["mAP"] == pytest.approx(0.6)
-    assert aggregate["std"]["mAP"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
-    assert aggregate["mean"]["num_valid_queries"] == pytest.approx(11)
-    assert aggregate_draws(results[:1])["std"]["rank1"] == 0.0
+    assert isinstance(aggregate, DrawsMetrics)
+    assert aggregate.num_draws == 2 and len(aggregate.draws) == 2
+    assert aggregate.mean.mAP == pytest.approx(0.6)
+    assert aggregate.std.mAP == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert aggregate.mean.num_valid_queries == pytest.approx(11)
+    assert aggregate_draws(results[:1]).std.rank1 == 0.0
     with pytest.raises(UserInputError, match="at least one"):
         aggregate_draws([])
 
@@ -85,16 +87,14 @@ def test_evaluate_draws_equals_evaluating_each_draw():
         )
         for q, g in draws
     ]
-    assert aggregate["num_draws"] == 3
-    assert aggregate["mean"]["mAP"] == pytest.approx(np.mean([s["mAP"] for s in per_draw]))
-    assert aggregate["std"]["rank1"] == pytest.approx(
-        np.std([s["rank1"] for s in per_draw], ddof=1)
-    )
+    assert aggregate.num_draws == 3
+    assert aggregate.mean.mAP == pytest.approx(np.mean([s["mAP"] for s in per_draw]))
+    assert aggregate.std.rank1 == pytest.approx(np.std([s["rank1"] for s in per_draw], ddof=1))
     # One gallery image per identity and one camera: every query is valid without filtering.
-    assert aggregate["mean"]["num_valid_queries"] == len(draws[0][0])
+    assert aggregate.mean.num_valid_queries == len(draws[0][0])
     # Torch features (their device is kept) give the same numbers.
     as_torch = evaluate_draws(torch.as_tensor(features), pids, camids, draws, max_rank=10)
-    assert as_torch["mean"]["mAP"] == pytest.approx(aggregate["mean"]["mAP"], abs=1e-6)
+    assert as_torch.mean.mAP == pytest.approx(aggregate.mean.mAP, abs=1e-6)
 
 
 def test_evaluate_draws_errors():
@@ -105,17 +105,27 @@ def test_evaluate_draws_errors():
         evaluate_draws(features, pids, camids, [(np.arange(3), np.array([999]))])
 
 
+def _split_metrics(features, pids, camids, query):
+    return RankingMetrics.from_result(
+        evaluate_features(
+            features[query],
+            features[~query],
+            pids[query],
+            pids[~query],
+            camids[query],
+            camids[~query],
+            max_rank=10,
+        )
+    )
+
+
 def test_several_test_sets_in_one_table():
-    sets = {}
+    summaries = {}
     for size, name in ((10, "veriwild-small"), (20, "veriwild-medium")):
         features, pids, _ = vehicle_test_set(seed=size, num_ids=size)
         cams = np.arange(len(pids)) % 3
         query = np.arange(len(pids)) % 4 == 0
-        sets[name] = EvaluationSet(
-            features[query], features[~query], pids[query], pids[~query], cams[query], cams[~query]
-        )
-    summaries = evaluate_test_sets(sets, max_rank=10)
-    assert list(summaries) == ["veriwild-small", "veriwild-medium"]
+        summaries[name] = _split_metrics(features, pids, cams, query)
     features, pids, camids = vehicle_test_set(seed=3)
     summaries["vehicleid-800"] = evaluate_draws(
         features, pids, camids, one_image_per_identity_draws(pids, 10), max_rank=10
@@ -140,7 +150,7 @@ def test_several_test_sets_in_one_table():
     assert "veriwild-small" in lines[2] and "vehicleid-800 (10 draws)" in lines[4]
     assert "±" in lines[4] and "±" not in lines[2]
     small = summaries["veriwild-small"]
-    assert f"{100 * small['mAP']:.2f}" in lines[2]
+    assert f"{100 * small.mAP:.2f}" in lines[2]
     markdown = format_results_table(summaries, markdown=True)
     assert markdown.splitlines()[0].startswith("| test set | queries | mAP (%)")
     assert markdown.count("\n") == 4
@@ -156,3 +166,30 @@ def test_table_accepts_raw_results_and_short_cmc():
     assert "n/a" in table  # rank-5 and rank-10 beyond a 3-long CMC
     with pytest.raises(UserInputError, match="at least one"):
         format_results_table({})
+
+
+def test_metrics_round_trip_through_the_metrics_json_form():
+    features, pids, camids = vehicle_test_set(seed=3)
+    draws = evaluate_draws(
+        features, pids, camids, one_image_per_identity_draws(pids, 4), max_rank=10
+    )
+    cams = np.arange(len(pids)) % 3
+    single = _split_metrics(features, pids, cams, np.arange(len(pids)) % 4 == 0)
+    document = metrics_document({"veriwild": single, "vehicleid-800": draws}, epoch=3)
+    # The keys scripts read: the first test set at the top level, then every test set.
+    assert list(document)[:8] == [
+        "test_set", "mAP", "rank1", "rank5", "rank10", "mINP", "num_valid_queries", "epoch"
+    ]  # fmt: skip
+    assert document["test_set"] == "veriwild" and document["mAP"] == single.mAP
+    vehicle = document["test_sets"]["vehicleid-800"]
+    assert vehicle["num_draws"] == 4 and set(vehicle["std"]) == {
+        "mAP", "rank1", "rank5", "rank10", "mINP"
+    }  # fmt: skip
+    assert metrics_from_dict(document["test_sets"]["veriwild"]) == single
+    again = metrics_from_dict(vehicle)
+    assert isinstance(again, DrawsMetrics)
+    assert again.mean == draws.mean and again.std.mAP == draws.std.mAP
+    # The table reads the stored form as well as the typed one.
+    assert format_results_table(document["test_sets"]) == format_results_table(
+        {"veriwild": single, "vehicleid-800": draws}
+    )

@@ -224,3 +224,42 @@ def test_timm_checkpoint_file_loads(tmp_path, monkeypatch):
         UserInputError, match=r"pretrained weights for 'resnet18'.*pretrained=<path>"
     ):
         build_model("timm:resnet18", 3, pretrained="imagenet")
+
+
+def test_a_plain_pickle_file_is_refused_as_python_objects_not_as_corrupt(tmp_path):
+    # pickle.dump (not torch.save): torch's weights-only loader fails with "Unsupported
+    # operand", not "Unsupported global"; the message must still say what the file is.
+    import pickle
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "weights.pkl"
+    with open(path, "wb") as handle:
+        pickle.dump({"conv1.weight": torch.zeros(1), "extra": Payload(marker)}, handle)
+    with pytest.warns(UserWarning, match="pickle protocol"), pytest.raises(UserInputError) as error:
+        build_model("resnet18", 5, pretrained=path)
+    message = str(error.value)
+    assert message.startswith(f"refused to load {path}: it is a plain Python pickle")
+    assert "holding Python objects (torch._utils._rebuild_tensor_v2)" in message
+    assert "was not loaded, for safety" in message and "\n" not in message
+    assert not marker.exists()
+    # A torch.save file: the class is named by torch itself.
+    saved = tmp_path / "saved.pth"
+    torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "extra": Payload(marker)}, saved)
+    with pytest.raises(
+        UserInputError, match=r"other than tensors \((io|builtins)\.open\) and was not loaded"
+    ):
+        read_state_dict(saved)
+    assert not marker.exists()
+
+
+def test_plain_values_and_garbage_are_not_called_python_objects(tmp_path):
+    import pickle
+
+    plain = tmp_path / "values.pkl"
+    plain.write_bytes(pickle.dumps({"a": 1, "b": [1.5, "x"]}, protocol=4))
+    with pytest.raises(UserInputError, match="pickle of plain values without tensors"):
+        read_state_dict(plain)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"\x80\x04not a pickle at all")
+    with pytest.raises(UserInputError, match=r"not a checkpoint, or corrupted\)$"):
+        read_state_dict(garbage)

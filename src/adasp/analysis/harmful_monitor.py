@@ -3,7 +3,7 @@
 With a dataset that marks the images sharing no visual cue with the rest of their identity
 (the synthetic set does), the monitor computes on every training batch the fraction of the
 pairs selected by batch-hard triplet, SP-H, SP-LH and AdaSP that are harmful
-(:func:`adasp.analysis.pair_selection.harmful_fractions`) and keeps running means. The trainer
+(:func:`adasp.analysis.pair_selection.harmful_fraction_tensors`) and keeps running means. The trainer
 logs the per-step values and stores the summary with the evaluation results.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from adasp.analysis.pair_selection import SELECTORS, harmful_fractions
+from adasp.analysis.pair_selection import SELECTORS, harmful_fraction_tensors
 from adasp.errors import UserInputError
 
 KEYS = (*SELECTORS, "all")
@@ -21,6 +21,10 @@ KEYS = (*SELECTORS, "all")
 
 class HarmfulPairMonitor:
     """Running harmful-pair fractions of the pairs each loss selects.
+
+    The per-batch fractions are added up on the features' device; the host reads them only
+    when the trainer logs (:meth:`last_values`), evaluates (:meth:`summary`) or checkpoints
+    (:meth:`state_dict`), so observing a batch does not wait for the GPU.
 
     Args:
         harmful: ``(N,)`` bool per training image (dataset index order).
@@ -30,9 +34,9 @@ class HarmfulPairMonitor:
     def __init__(self, harmful: torch.Tensor, temperature: float = 0.04) -> None:
         self.harmful = harmful.bool().cpu()
         self.temperature = temperature
-        self.sums = dict.fromkeys(KEYS, 0.0)
+        self._sums = torch.zeros(len(KEYS), dtype=torch.float64)
+        self._last: torch.Tensor | None = None
         self.steps = 0
-        self._last: dict[str, float] = {}
 
     @classmethod
     def for_dataset(cls, dataset: Any, loss_cfg: Any) -> HarmfulPairMonitor:
@@ -52,25 +56,28 @@ class HarmfulPairMonitor:
         if isinstance(features, (list, tuple)):
             features = features[0]  # MGN: the global branch
         flags = self.harmful[batch["index"].cpu()]
-        values = harmful_fractions(features, batch["pid"], flags, self.temperature)
-        for key in KEYS:
-            self.sums[key] += values[key]
+        values = harmful_fraction_tensors(features, batch["pid"], flags, self.temperature)
+        stacked = torch.stack([values[k] for k in KEYS]).to(torch.float64)
+        self._sums = self._sums.to(stacked.device) + stacked
+        self._last = stacked
         self.steps += 1
-        self._last = values
 
     def last_values(self) -> dict[str, float]:
-        """The last batch's fractions, keyed ``harmful/<loss>`` for the logs."""
-        return {f"harmful/{k}": v for k, v in self._last.items()}
+        """The last batch's fractions, keyed ``harmful/<loss>`` for the logs (a host read)."""
+        if self._last is None:
+            return {}
+        return {f"harmful/{k}": v for k, v in zip(KEYS, self._last.tolist(), strict=True)}
 
     def summary(self) -> dict[str, float]:
         """Mean fraction per loss over the batches seen so far, and the batch count."""
-        out: dict[str, float] = {k: self.sums[k] / max(self.steps, 1) for k in KEYS}
+        sums = self._sums.tolist()
+        out: dict[str, float] = {k: v / max(self.steps, 1) for k, v in zip(KEYS, sums, strict=True)}
         out["batches"] = self.steps
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"sums": dict(self.sums), "steps": self.steps}
+        return {"sums": dict(zip(KEYS, self._sums.tolist(), strict=True)), "steps": self.steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.sums = dict(state["sums"])
+        self._sums = torch.tensor([float(state["sums"][k]) for k in KEYS], dtype=torch.float64)
         self.steps = int(state["steps"])

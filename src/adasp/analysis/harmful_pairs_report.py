@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from adasp.analysis.harmful_pairs import HarmfulPairResult, num_pairs
-from adasp.analysis.plotting import pyplot, save_figure
 from adasp.utils.atomic import atomic_write_text
+from adasp.utils.plotting import new_figure, save_figure
 from adasp.utils.tables import format_table
 
 SWEEP_HEADERS = [
@@ -163,9 +163,8 @@ def write_sweep(results: Sequence[HarmfulPairResult], out_dir: str | Path) -> di
 
 
 def _plot_sweep(results: Sequence[HarmfulPairResult], path: Path) -> None:
-    plt = pyplot()
     k = [r.harmful for r in results]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = new_figure((7, 4.2))
     for label, key, exact, color in (
         ("SP (sparse)", "p_sp", "p_sp_exact", "tab:blue"),
         ("dense", "p_dense", "p_dense_exact", "tab:red"),

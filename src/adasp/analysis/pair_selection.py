@@ -21,11 +21,22 @@ from adasp.losses.sparse_pairwise import adaptive_weight
 SELECTORS = ("triplet", "sp-h", "sp-lh", "adasp")
 
 
-@torch.no_grad()
 def harmful_fractions(
     features: Tensor, labels: Tensor, harmful: Tensor, temperature: float = 0.04
 ) -> dict[str, float]:
-    """Fraction of the positive pairs each loss selects that are harmful.
+    """Fraction of the positive pairs each loss selects that are harmful, as floats (see
+    :func:`harmful_fraction_tensors`, which keeps them on the device)."""
+    values = harmful_fraction_tensors(features, labels, harmful, temperature)
+    return dict(zip(values, torch.stack(list(values.values())).tolist(), strict=True))
+
+
+@torch.no_grad()
+def harmful_fraction_tensors(
+    features: Tensor, labels: Tensor, harmful: Tensor, temperature: float = 0.04
+) -> dict[str, Tensor]:
+    """Fraction of the positive pairs each loss selects that are harmful, as 0-dim tensors on
+    the features' device, computed without waiting for the device when ``labels`` are on the
+    CPU (the class layout is built there).
 
     Args:
         features: ``(B, D)`` embeddings the metric loss sees.
@@ -34,14 +45,15 @@ def harmful_fractions(
         temperature: τ of AdaSP's adaptive weight.
 
     Returns:
-        ``{"triplet", "sp-h", "sp-lh", "adasp", "all"}`` -> fraction in [0, 1]; ``"all"`` is the
+        ``{"all", "triplet", "sp-h", "sp-lh", "adasp"}`` -> fraction in [0, 1]; ``"all"`` is the
         fraction over every positive pair of the batch (what a random choice would give).
         Identities with a single image select no pair and are left out.
     """
     x = F.normalize(features.detach().float(), dim=1)
     sim = x @ x.T
-    labels = labels.to(features.device)
-    harmful = harmful.to(features.device).bool()
+    host_labels = labels  # the layout is built where the labels are (see ClassLayout)
+    labels = labels.to(features.device, non_blocking=True)
+    harmful = harmful.to(features.device, non_blocking=True).bool()
     n = labels.shape[0]
     eye = torch.eye(n, dtype=torch.bool, device=labels.device)
     positive = (labels[:, None] == labels[None, :]) & ~eye
@@ -57,7 +69,7 @@ def harmful_fractions(
     hardest = torch.where(positive, sim, float("inf"))
     anchor_sim, anchor_partner = hardest.min(dim=1)
     anchor_harmful = pair_harmful[torch.arange(n), anchor_partner] & has_pos
-    layout = ClassLayout.from_labels(labels)
+    layout = ClassLayout.from_labels(host_labels, device=features.device)
     valid = layout.valid & has_pos[layout.slots]
     classes = valid.any(dim=1)
     # SP-H: the class's hardest pair = the lowest of its anchors' hardest positives.
@@ -83,6 +95,7 @@ def harmful_fractions(
     return out
 
 
-def _ratio(numerator: Tensor, denominator: Tensor) -> float:
-    d = float(denominator)
-    return float(numerator) / d if d > 0 else 0.0
+def _ratio(numerator: Tensor, denominator: Tensor) -> Tensor:
+    """``numerator / denominator``, 0 where the denominator is 0 (on the device, no read)."""
+    d = denominator.double()
+    return torch.where(d > 0, numerator.double() / d.clamp_min(1), torch.zeros_like(d))

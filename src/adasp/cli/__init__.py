@@ -3,18 +3,22 @@
 Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
 ``run(args) -> int``, and keeps heavy imports inside ``run`` so that ``adasp --help`` is fast.
 Bad input (:class:`adasp.errors.UserInputError`) is reported as one clear message with exit
-status 2; ``adasp --debug`` shows the traceback instead.
+status 2; ``adasp --debug`` shows the traceback instead. ``--plugin MODULE`` (before or after
+the command) imports a module that registers datasets, backbones or losses before the
+command runs (see :mod:`adasp.plugins`).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from collections.abc import Sequence
 
 from adasp import __version__
 from adasp.errors import UserInputError
+from adasp.plugins import load_plugins
 
 #: Sub-command name -> module implementing it.
 COMMANDS: dict[str, str] = {
@@ -30,6 +34,19 @@ COMMANDS: dict[str, str] = {
 }
 
 
+def _add_plugin_argument(parser: argparse.ArgumentParser, dest: str) -> None:
+    # Two dests: a sub-command's values replace, rather than extend, the main parser's.
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        dest=dest,
+        metavar="MODULE",
+        help="import MODULE first, for the datasets, backbones and losses it registers "
+        "(repeatable)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every registered sub-command."""
     parser = argparse.ArgumentParser(
@@ -40,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug", action="store_true", help="show full tracebacks for input errors"
     )
+    _add_plugin_argument(parser, "plugins")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
@@ -50,15 +68,59 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(command)
+        _add_plugin_argument(command, "command_plugins")
         command.set_defaults(run=module.run)
+    return parser
+
+
+#: A ``key=value`` config override (not a flag).
+OVERRIDE = re.compile(r"^[^-=\s][^=\s]*=")
+
+
+def parse_command_line(
+    argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None
+) -> argparse.Namespace:
+    """Parse ``adasp`` arguments, with ``key=value`` overrides anywhere among the flags.
+
+    argparse gives a sub-command's ``nargs="*"`` positional only the first run of positional
+    words (``--output R a=1 --resume b=2`` leaves ``b=2`` over), and ``parse_intermixed_args``
+    does not support sub-commands: so the leftovers of ``parse_known_args`` that are
+    ``key=value`` words join the command's ``overrides``, after the first run, in command-line
+    order (a later override wins). Any other leftover is still an error.
+
+    Raises:
+        SystemExit: (status 2, argparse's usage message) for unknown arguments.
+    """
+    parser = parser or build_parser()
+    args, extras = parser.parse_known_args(argv)
+    takes_overrides = isinstance(getattr(args, "overrides", None), list)
+    unknown = [item for item in extras if not (takes_overrides and OVERRIDE.match(item))]
+    if takes_overrides:
+        args.overrides += [item for item in extras if OVERRIDE.match(item)]
+    if unknown:
+        hint = ""
+        if not takes_overrides and any(OVERRIDE.match(item) for item in unknown):
+            hint = f" (adasp {args.command} takes no key=value config overrides)"
+        _command_parser(parser, args.command).error(
+            f"unrecognized arguments: {' '.join(unknown)}{hint}"
+        )
+    return args
+
+
+def _command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    """The sub-command's own parser (its usage line makes the better error message)."""
+    for action in parser._actions:  # argparse keeps sub-parsers in this (stable) action type
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return action.choices[command]
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``adasp`` and ``python -m adasp``; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_command_line(argv, parser)
     try:
+        load_plugins([*args.plugins, *args.command_plugins])
         return int(args.run(args) or 0)
     except UserInputError as error:
         if args.debug:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_required: bool) -> None:
-    """``--config``, ``--dataset``, ``--root`` and trailing ``key=value`` overrides."""
+    """``--config``, ``--dataset``, ``--root`` and ``key=value`` overrides (anywhere among the
+    flags: :func:`adasp.cli.parse_command_line` collects those after other flags)."""
     parser.add_argument(
         "--config",
         required=config_required,
@@ -19,7 +21,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_required: bool)
         "overrides",
         nargs="*",
         metavar="key=value",
-        help="config overrides applied last, e.g. loss.temperature=0.05 schedule.epochs=10",
+        help="config overrides applied last, anywhere among the flags, e.g. "
+        "loss.temperature=0.05 schedule.epochs=10",
     )
 
 
@@ -41,3 +44,23 @@ def overrides_from(args: argparse.Namespace) -> list[str]:
     if args.root:
         flags.append(f"data.root={json.dumps(args.root)}")
     return flags + list(args.overrides)
+
+
+def claim_output_file(path: str, what: str = "--output") -> Any:
+    """Check, before any work, that the file ``path`` can be written; lock its folder when a
+    run lives there (one writer per run folder). Returns the lock (release it when done)."""
+    from adasp.engine.distributed import resolve_rank
+    from adasp.engine.run_folder import check_output_file, lock_if_run_folder
+
+    target = check_output_file(path, what)
+    return lock_if_run_folder(target.parent, enabled=resolve_rank() == 0)
+
+
+def claim_output_dir(path: str, what: str = "--output") -> Any:
+    """Create the folder ``path`` and check, before any work, that it can be written; lock it
+    when a run lives there. Returns the lock (release it when done)."""
+    from adasp.engine.distributed import resolve_rank
+    from adasp.engine.run_folder import lock_if_run_folder, prepare_output_dir
+
+    folder = prepare_output_dir(path, what)
+    return lock_if_run_folder(folder, enabled=resolve_rank() == 0)

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         print("Supported datasets (adasp datasets --dataset NAME --root DIR to check one):\n")
         print("\n\n".join(describe_dataset(name) for name in dataset_names()))
         return 0
-    from adasp.engine.builders import dataset_root
+    from adasp.data.registry import dataset_root
 
     options = dict(parse_option(text) for text in args.option)
     dataset = build_dataset(args.dataset, dataset_root(args.dataset, args.root), **options)

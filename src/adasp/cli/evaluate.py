@@ -12,7 +12,12 @@ from __future__ import annotations
 
 import argparse
 
-from adasp.cli.common import add_config_arguments, add_device_argument, overrides_from
+from adasp.cli.common import (
+    add_config_arguments,
+    add_device_argument,
+    claim_output_dir,
+    overrides_from,
+)
 
 HELP = "evaluate a model on the configured test sets"
 
@@ -35,52 +40,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from adasp.engine.builders import build_transforms
+    from adasp.engine.builders import build_evaluator
     from adasp.engine.distributed import init_distributed, shutdown_distributed
     from adasp.engine.inference import build_inference_model, resolve_run_config
-    from adasp.engine.trainer import evaluate_model, summaries_table
-    from adasp.utils.atomic import atomic_write_json
-    from adasp.utils.plain import plain
+    from adasp.evaluation.results import metrics_by_test_set, write_metrics
+    from adasp.evaluation.tables import titled_results_table
 
-    config, checkpoint = resolve_run_config(args.config, args.checkpoint, overrides_from(args))
-    ctx = init_distributed(args.device)
+    lock = claim_output_dir(args.output)
+    ctx = None
     try:
+        config, checkpoint = resolve_run_config(args.config, args.checkpoint, overrides_from(args))
+        ctx = init_distributed(args.device)
         model = build_inference_model(config, checkpoint, ctx.device, args.checkpoint)
-        _, test_transform = build_transforms(config.data)
-        results = evaluate_model(
-            model,
-            config,
-            ctx,
-            test_transform,
-            progress=ctx.is_main,
-            keep_details=args.visualize > 0,
+        evaluator = build_evaluator(config)
+        results = evaluator.evaluate(
+            model, ctx.device, progress=ctx.is_main, keep_details=args.visualize > 0
         )
         if not ctx.is_main:
             return 0
         out = Path(args.output)
-        summaries = {r.name: r.summary for r in results}
-        metrics = {
-            "test_set": results[0].name,
-            **results[0].summary,
-            "checkpoint": args.checkpoint,
-            "test_sets": summaries,
-        }
-        atomic_write_json(out / "metrics.json", plain(metrics))
+        metrics = metrics_by_test_set(results)
+        write_metrics(out / "metrics.json", metrics, checkpoint=args.checkpoint)
         title = "trained model" if args.checkpoint else "untrained model (no checkpoint)"
-        print(summaries_table(summaries, title=f"evaluation of the {title}"))
+        print(titled_results_table(metrics, f"evaluation of the {title}"))
         if args.visualize > 0:
-            from adasp.engine.visual_results import write_visual_results
+            from adasp.evaluation.visual_results import write_visual_results
 
             paths = write_visual_results(
-                results[0],
-                results[0].details.get("dataset"),
-                config,
-                out,
-                args.visualize,
-                args.topk,
+                results[0], out, args.visualize, args.topk, **evaluator.metric_options
             )
             print(f"wrote {len(paths) - 1} ranked lists to {out / 'ranked_lists'} and {paths[-1]}")
         print(f"metrics: {out / 'metrics.json'}")
     finally:
-        shutdown_distributed()
+        lock.release()
+        if ctx is not None:
+            shutdown_distributed()
     return 0

@@ -36,6 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from adasp.cli.common import claim_output_file
+
+    with claim_output_file(args.output):  # checked (and its run folder locked) before any work
+        return _export(args)
+
+
+def _export(args: argparse.Namespace) -> int:
     import torch
 
     from adasp.engine.inference import build_inference_model, resolve_run_config

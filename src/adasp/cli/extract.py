@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import argparse
 
-from adasp.cli.common import add_config_arguments, add_device_argument, overrides_from
+from adasp.cli.common import (
+    add_config_arguments,
+    add_device_argument,
+    claim_output_file,
+    overrides_from,
+)
 
 HELP = "save embeddings of a split or a folder to an .npz file"
 SPLITS = ("query", "gallery", "test", "train", "all")
@@ -25,25 +30,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     source.add_argument(
         "--folder",
-        help="embed every image under this folder instead (identity = numeric sub-folder name)",
+        help="embed every image under this folder instead (identity = the image's folder, "
+        "camera = the number before '_' in its name: the rules of the folder dataset)",
     )
     parser.add_argument("--output", required=True, help="the .npz file to write")
     add_device_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from adasp.engine.builders import build_datasets, build_transforms
+    from adasp.data.folder import list_folder_images
+    from adasp.engine.builders import build_datasets, build_evaluator
     from adasp.engine.distributed import init_distributed, shutdown_distributed
-    from adasp.engine.evaluator import embed_with_config
-    from adasp.engine.folder_images import folder_samples
     from adasp.engine.inference import build_inference_model, resolve_run_config
     from adasp.evaluation import save_embeddings
 
-    config, checkpoint = resolve_run_config(args.config, args.checkpoint, overrides_from(args))
-    ctx = init_distributed(args.device)
+    lock = claim_output_file(args.output)  # before any embedding is computed
+    ctx = None
     try:
+        config, checkpoint = resolve_run_config(args.config, args.checkpoint, overrides_from(args))
+        ctx = init_distributed(args.device)
         if args.folder:
-            samples, splits = folder_samples(args.folder), None
+            samples, splits = list_folder_images(args.folder), None
         else:
             dataset = build_datasets(config.data)
             parts = {
@@ -59,8 +66,7 @@ def run(args: argparse.Namespace) -> int:
                 samples += list(chosen)
                 splits += [part] * len(chosen)
         model = build_inference_model(config, checkpoint, ctx.device, args.checkpoint)
-        _, transform = build_transforms(config.data)
-        features = embed_with_config(model, samples, transform, config, ctx.device, ctx)
+        features = build_evaluator(config, test_sets=[]).embed(model, samples, ctx.device)
         if ctx.is_main:
             save_embeddings(
                 args.output,
@@ -74,5 +80,7 @@ def run(args: argparse.Namespace) -> int:
                 f"wrote {len(samples)} embeddings of dimension {features.shape[1]} to {args.output}"
             )
     finally:
-        shutdown_distributed()
+        lock.release()
+        if ctx is not None:
+            shutdown_distributed()
     return 0

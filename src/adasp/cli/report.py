@@ -1,8 +1,15 @@
 """Tables (in the shape of the supplementary's Tables S2-S4) and plots (metric against the
 swept value; Figure S1's bars of the drop relative to the best value) of a sweep folder.
 
-Example:
+A sweep with seeds (adasp sweep --seeds N) is aggregated over them: mean ± std per
+combination of the other axes in report.md, summary.md and summary.csv, error bars on the
+plots, and with --baseline KEY=VALUE the paired per-seed difference of every other combination
+against the baseline with a 95 % Student t-interval, stated as distinguishable from seed noise
+or not.
+
+Examples:
   adasp report runs/table-s4
+  adasp report runs/seeds --baseline loss.name=triplet
 """
 
 from __future__ import annotations
@@ -17,14 +24,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics", nargs="+", default=["mAP", "rank1"], help="metrics to show (mAP rank1)"
     )
+    parser.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="the cell other cells are compared with, seed by seed (repeatable for several "
+        "keys; axes not named keep each cell's own value)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from adasp.analysis.report import write_report
+    from adasp.engine.sweep import collect_results, read_manifest
+    from adasp.evaluation.sweep_report import write_report
 
-    paths = write_report(args.folder, args.metrics)
+    paths = write_report(
+        args.folder,
+        read_manifest(args.folder),
+        collect_results(args.folder),
+        args.metrics,
+        baseline=args.baseline,
+    )
     print(Path(paths["report"]).read_text())
     for name, path in paths.items():
         print(f"{name}: {path}")

@@ -107,10 +107,9 @@ def embed_folders(args: argparse.Namespace):
     ``--checkpoint``."""
     import numpy as np
 
-    from adasp.engine.builders import build_transforms
+    from adasp.data.folder import list_folder_images
+    from adasp.engine.builders import build_evaluator
     from adasp.engine.distributed import resolve_device
-    from adasp.engine.evaluator import embed_with_config
-    from adasp.engine.folder_images import folder_samples
     from adasp.engine.inference import build_inference_model, resolve_run_config
     from adasp.errors import UserInputError
     from adasp.evaluation.embeddings import Embeddings
@@ -122,11 +121,11 @@ def embed_folders(args: argparse.Namespace):
     config, checkpoint = resolve_run_config(args.config, args.checkpoint, [])
     device = resolve_device(args.device)
     model = build_inference_model(config, checkpoint, device, args.checkpoint)
-    _, transform = build_transforms(config.data)
+    evaluator = build_evaluator(config, test_sets=[])
     out = []
     for folder in (args.query_folder, args.gallery_folder):
-        samples = folder_samples(folder)
-        features = embed_with_config(model, samples, transform, config, device)
+        samples = list_folder_images(folder)
+        features = evaluator.embed(model, samples, device)
         out.append(
             Embeddings(
                 features.numpy().astype(np.float32),
@@ -139,8 +138,18 @@ def embed_folders(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.checkpoint:
-        query, gallery = embed_folders(args)
-    else:
-        query, gallery = load_query_gallery(args)
-    return search_and_report(query, gallery, args)
+    import contextlib
+
+    from adasp.cli.common import claim_output_file
+    from adasp.errors import UserInputError
+
+    if args.output and not str(args.output).lower().endswith((".json", ".csv")):
+        raise UserInputError(f"--output must end in .json or .csv; got {args.output!r}")
+    # The output location is checked (and its run folder locked) before any embedding.
+    claim = claim_output_file(args.output) if args.output else contextlib.nullcontext()
+    with claim:
+        if args.checkpoint:
+            query, gallery = embed_folders(args)
+        else:
+            query, gallery = load_query_gallery(args)
+        return search_and_report(query, gallery, args)

@@ -3,11 +3,15 @@
 Each --grid key=v1,v2,... adds an axis; runs go to OUTPUT/<key>=<value>,.../; finished runs are
 skipped and interrupted ones resumed, so the same command completes a sweep.
 OUTPUT/results.csv and OUTPUT/results.md collect the metrics; `adasp report OUTPUT` draws them.
+--seeds N repeats every combination with train.seed=0..N-1 (the same as --grid
+train.seed=0,...,N-1); `adasp report` then gives mean ± std over seeds per combination, and
+paired differences against a --baseline combination.
 
 Examples (the supplementary's studies on VeRi-776):
   adasp sweep --config veri776/ce-adasp --root ~/data --grid loss.weight=0.1,0.3,0.5,0.7,0.9 --output runs/table-s3
   adasp sweep --config veri776/ce-adasp --root ~/data --grid loss.temperature=0.01,0.02,0.03,0.04,0.05,0.06,0.07,0.08,0.09 --output runs/table-s4
   adasp sweep --config veri776/adasp --root ~/data --grid loss.name=sp-h,sp-lh,adasp,triplet,supcon,ms,circle,ep --grid data.num_instances=8,16,32 --output runs/figure-s1
+  adasp sweep --config quickstart --grid loss.name=adasp,triplet --seeds 3 --output runs/seeds
 """
 
 from __future__ import annotations
@@ -21,6 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="preset name or YAML file")
     parser.add_argument(
         "--grid", action="append", default=[], metavar="KEY=V1,V2,...", help="an axis (repeatable)"
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        metavar="N",
+        help="repeat every combination with train.seed=0..N-1 (adds a seed axis)",
     )
     parser.add_argument("--output", required=True, help="sweep folder")
     parser.add_argument("--dataset", help="dataset name for every run (overrides data.dataset)")
@@ -43,13 +53,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from adasp.cli.common import overrides_from
-    from adasp.engine.sweep import Sweep, parse_grid
+    from adasp.engine.run_folder import RunFolderLock, prepare_output_dir
 
+    # One sweep writes a sweep folder at a time; each run in it takes its own lock too.
+    with RunFolderLock(prepare_output_dir(args.output)):
+        return _sweep(args, overrides_from(args))
+
+
+def _sweep(args: argparse.Namespace, overrides: list[str]) -> int:
+    from adasp.engine.sweep import Sweep, parse_grid, seed_axis
+    from adasp.engine.typed_config import ConfigError
+    from adasp.evaluation.seed_statistics import SEED_KEY
+
+    axes = [parse_grid(g) for g in args.grid]
+    if args.seeds is not None:
+        if any(a.key == SEED_KEY for a in axes):
+            raise ConfigError(
+                f"--seeds {args.seeds} and --grid {SEED_KEY}=... both set the seeds; use one"
+            )
+        axes.append(seed_axis(args.seeds))
     sweep = Sweep(
         args.config,
-        [parse_grid(g) for g in args.grid],
+        axes,
         args.output,
-        overrides=overrides_from(args),
+        overrides=overrides,
         device=args.device,
         processes=args.processes,
         jobs=args.jobs,

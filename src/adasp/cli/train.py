@@ -23,6 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, config_required=True)
     parser.add_argument("--output", required=True, help="run folder for checkpoints, logs, metrics")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run --output holds (without it a finished run is never overwritten)",
+    )
     add_device_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -36,11 +41,12 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, overrides_from(args))
     try:
-        trainer = Trainer(
+        trainer = Trainer.from_config(
             config,
             args.output,
             device=args.device,
             resume=args.resume,
+            overwrite=args.overwrite,
             progress=not args.no_progress,
         )
         metrics = trainer.fit()

@@ -9,9 +9,11 @@ Example:
     >>> loader = build_train_loader(data.train, sampler, build_train_transform())
 """
 
+from adasp.data.folder import list_folder_images
 from adasp.data.images import find_unreadable, read_image
 from adasp.data.loading import (
     ImageDataset,
+    TrainLoader,
     build_test_loader,
     build_train_loader,
     collate_batch,
@@ -19,9 +21,12 @@ from adasp.data.loading import (
 )
 from adasp.data.registry import (
     DATASETS,
+    DEFAULT_SYNTHETIC_ROOT,
+    DatasetInfo,
     build_dataset,
     dataset_names,
     dataset_options,
+    dataset_root,
     describe_dataset,
 )
 from adasp.data.sample import ReIDDataset, Sample, relabel
@@ -37,12 +42,15 @@ from adasp.data.vehicleid import vehicleid_trial_split
 
 __all__ = [
     "DATASETS",
+    "DEFAULT_SYNTHETIC_ROOT",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "DatasetInfo",
     "ImageDataset",
     "PKSampler",
     "ReIDDataset",
     "Sample",
+    "TrainLoader",
     "build_dataset",
     "build_test_loader",
     "build_test_transform",
@@ -51,9 +59,11 @@ __all__ = [
     "collate_batch",
     "dataset_names",
     "dataset_options",
+    "dataset_root",
     "describe_dataset",
     "find_unreadable",
     "generate_synthetic_dataset",
+    "list_folder_images",
     "one_intra_op_thread",
     "read_image",
     "relabel",

@@ -57,8 +57,9 @@ class MissingImageError(MissingPathError):
 def read_image(path: str | os.PathLike, hint: str = SKIP_HINT) -> Tensor:
     """Decode the image at ``path`` as an RGB ``uint8`` tensor of shape ``(3, H, W)``.
 
-    Grey-scale and palette images are converted to RGB; an alpha channel is dropped. ``hint``
-    ends the error messages (what the user can do about a missing or broken file).
+    Grey-scale and palette images are converted to RGB; an alpha channel is dropped; 16-bit
+    grey-scale images (depth or thermal crops) are scaled to 8 bits (see :func:`to_rgb_array`).
+    ``hint`` ends the error messages (what the user can do about a missing or broken file).
 
     Raises:
         MissingImageError: the file does not exist (a :class:`MissingPathError`).
@@ -70,8 +71,7 @@ def read_image(path: str | os.PathLike, hint: str = SKIP_HINT) -> Tensor:
     path = os.fspath(path)
     try:
         with Image.open(path) as image:
-            rgb = image if image.mode == "RGB" else image.convert("RGB")
-            array = np.array(rgb)  # decodes; a writable copy that torch can own
+            array = to_rgb_array(image)
     except FileNotFoundError as error:
         raise MissingImageError(f"image {path} does not exist; {hint}") from error
     except Exception as error:  # PIL raises many types (OSError, SyntaxError, ...) for bad files
@@ -79,6 +79,23 @@ def read_image(path: str | os.PathLike, hint: str = SKIP_HINT) -> Tensor:
         reason = text.splitlines()[0] if text else type(error).__name__
         raise UnreadableImageError(f"cannot decode image {path} ({reason}); {hint}") from error
     return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def to_rgb_array(image) -> np.ndarray:
+    """A decoded PIL image as a writable ``(H, W, 3)`` ``uint8`` array.
+
+    16-bit grey-scale modes (``I;16``, ``I;16B``, ...) and ``I`` (32-bit integers, how Pillow
+    holds 16-bit data it has widened) are scaled by ``value >> 8``, clipped to ``0..65535``
+    first: PIL's own ``convert("RGB")`` clips them to 0..255, which turns a 16-bit image into
+    pure black and white.
+    """
+    if image.mode == "RGB":
+        return np.array(image)  # decodes; a writable copy that torch can own
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        values = np.asarray(image).astype(np.int32)  # also native byte order for I;16B
+        grey = (np.clip(values, 0, 0xFFFF) >> 8).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    return np.array(image.convert("RGB"))
 
 
 def _check_one(path: str) -> str | None:

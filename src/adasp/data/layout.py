@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from adasp.errors import MissingPathError, UserInputError
 
@@ -54,8 +56,8 @@ def find_dataset_folder(
     wanted = {normalise_folder_name(s) for s in spellings}
     candidates = [base]
     candidates += [base / s for s in spellings if (base / s).is_dir()]
-    with os.scandir(base) as entries:
-        children = sorted(e.name for e in entries if e.is_dir())
+    # Broken or looping links among the root's other children are none of our business here.
+    children = scan_folder(base).folders
     candidates += [base / c for c in children if normalise_folder_name(c) in wanted]
     checked: list[Path] = []
     for candidate in dict.fromkeys(candidates):  # keeps order, drops duplicates
@@ -70,16 +72,64 @@ def find_dataset_folder(
     )
 
 
-def list_images(folder: Path) -> list[Path]:
-    """The image files directly inside ``folder``, sorted by name (other files are ignored,
-    e.g. the ``Thumbs.db`` files shipped inside Market-1501)."""
+def is_image_name(name: str) -> bool:
+    """Whether a file name has one of the :data:`IMAGE_EXTENSIONS` (any case)."""
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+class FolderEntries(NamedTuple):
+    """One folder's entries, sorted by name: image files, sub-folders, and the symbolic links
+    that lead nowhere (``(path, reason)``: broken, or a loop of links)."""
+
+    images: list[str]
+    folders: list[str]
+    dead_links: list[tuple[str, str]]
+
+
+def scan_folder(folder: str | os.PathLike) -> FolderEntries:
+    """List ``folder`` once (``os.scandir``): its images, sub-folders and dead links.
+
+    Links are followed. A broken link or a loop of links (``a -> b -> a``, which makes ``stat``
+    fail with "Too many levels of symbolic links") is neither an image nor a folder: it is
+    returned in ``dead_links`` for the caller to report (see :func:`warn_dead_links`).
+    """
+    images, folders, dead = [], [], []
     with os.scandir(folder) as entries:
-        names = sorted(
-            e.name
-            for e in entries
-            if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS
+        for entry in entries:
+            try:
+                if entry.is_dir():
+                    folders.append(entry.name)
+                elif entry.is_file():
+                    if is_image_name(entry.name):
+                        images.append(entry.name)
+                elif entry.is_symlink():
+                    os.stat(entry.path)  # raises for a broken link
+            except OSError as error:
+                dead.append((entry.path, error.strerror or type(error).__name__))
+    return FolderEntries(sorted(images), sorted(folders), sorted(dead))
+
+
+def warn_dead_links(dead_links: Sequence[tuple[str, str]], what: str, stacklevel: int = 3) -> None:
+    """One warning for the broken or looping links skipped while reading ``what``.
+
+    Broken links are skipped (their target is gone), and so are loops of links, rather than
+    stopping a whole dataset for one entry; the warning names one and the count.
+    """
+    if dead_links:
+        path, reason = dead_links[0]
+        warnings.warn(
+            f"{what}: skipped {len(dead_links)} symbolic link(s) that lead to no file, e.g. "
+            f"{path} ({reason}); fix or delete the link(s)",
+            stacklevel=stacklevel,
         )
-    return [folder / n for n in names]
+
+
+def list_images(folder: Path, what: str = "dataset") -> list[Path]:
+    """The image files directly inside ``folder``, sorted by name (other files are ignored,
+    e.g. the ``Thumbs.db`` files shipped inside Market-1501; dead links with a warning)."""
+    entries = scan_folder(folder)
+    warn_dead_links(entries.dead_links, what)
+    return [folder / n for n in entries.images]
 
 
 def _list_paths(paths: Iterable[Path]) -> str:

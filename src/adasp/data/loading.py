@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from adasp.data.images import read_image
 from adasp.data.sample import Sample
+from adasp.data.seeding import SeededBatches, SeededDataset
 from adasp.errors import UserInputError
 
 
@@ -79,6 +80,106 @@ def _workers(num_workers: int) -> int:
     return num_workers
 
 
+class TrainLoader:
+    """Training batches that a resumed run replays exactly: a ``DataLoader`` over a batch
+    sampler (e.g. :class:`adasp.data.PKSampler`) whose augmentation is seeded per sample.
+
+    Every sample of batch ``b`` of ``epoch`` is transformed with torch's generator seeded by
+    ``mix_seed(seed, epoch, b, position)`` (:mod:`adasp.data.seeding`), so which worker decodes
+    it does not matter and a run resumed mid-epoch sees the images the uninterrupted run saw.
+
+    Each batch is ``{"image": (B, 3, H, W), "pid": (B,), "camid": (B,), "index": (B,)}``.
+
+    Args:
+        samples: the training samples; ``sampler`` yields lists of indices into them.
+        sampler: a batch sampler; with ``set_epoch``/``state_dict``/``load_state_dict`` (as
+            :class:`~adasp.data.PKSampler` has) epochs reshuffle and mid-epoch resume works.
+        transform: the training transform (PIL image -> tensor).
+        seed: the base seed of the augmentation (mix in the DDP rank for one stream per rank).
+        num_workers: decoding processes (0: decode in the main process).
+        pin_memory: page-locked batches for faster, asynchronous copies to the GPU; ``None``:
+            when CUDA is available.
+        persistent_workers: keep worker processes between epochs (ignored with 0 workers).
+        prefetch_factor: batches each worker prepares ahead (ignored with 0 workers).
+
+    The training loop hands each batch to :meth:`to_device`. A subclass that loads differently
+    replaces :meth:`make_dataset`, :attr:`collate_fn` and :meth:`to_device` (e.g.
+    :class:`adasp.data.gpu_decode.GPUDecodeTrainLoader`, which decodes on the GPU).
+    """
+
+    collate_fn = staticmethod(collate_batch)
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        sampler: Sampler[list[int]],
+        transform: Callable[[Any], torch.Tensor],
+        *,
+        seed: int = 0,
+        num_workers: int = 2,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        prefetch_factor: int = 4,
+    ) -> None:
+        workers = _workers(num_workers)
+        self.sampler = sampler
+        self.batches = SeededBatches(sampler, seed)
+        self.loader = DataLoader(
+            SeededDataset(self.make_dataset(samples, transform)),
+            batch_sampler=self.batches,
+            collate_fn=self.collate_fn,
+            num_workers=workers,
+            pin_memory=_pin_memory(pin_memory),
+            persistent_workers=persistent_workers and workers > 0,
+            prefetch_factor=prefetch_factor if workers > 0 else None,
+            # Worker seeds come from this generator, not from torch's global stream, so
+            # starting an epoch leaves the caller's random numbers untouched.
+            generator=torch.Generator().manual_seed(seed),
+        )
+
+    def make_dataset(self, samples: Sequence[Sample], transform: Any) -> Dataset:
+        """The per-sample dataset the workers index (run under a per-sample seed)."""
+        return ImageDataset(samples, transform)
+
+    def to_device(
+        self, batch: dict[str, Any], device: torch.device | str, non_blocking: bool = True
+    ) -> dict[str, Any]:
+        """Put ``batch["image"]`` on ``device`` (in place; returns ``batch``)."""
+        batch["image"] = batch["image"].to(device, non_blocking=non_blocking)
+        return batch
+
+    @property
+    def pin_memory(self) -> bool:
+        return self.loader.pin_memory
+
+    @property
+    def persistent_workers(self) -> bool:
+        return self.loader.persistent_workers
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Shuffle for ``epoch`` and start at batch ``start_batch`` (after a mid-epoch resume,
+        call :meth:`load_state_dict` first)."""
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+        self.batches.set_epoch(epoch, start_batch)
+
+    def state_dict(self, batches_done: int) -> dict[str, Any]:
+        """The sampler's position after ``batches_done`` batches of the current epoch."""
+        state = getattr(self.sampler, "state_dict", None)
+        return state(batches_done) if state is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state and hasattr(self.sampler, "load_state_dict"):
+            self.sampler.load_state_dict(state)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.loader)
+
+    def __len__(self) -> int:
+        """Batches in a whole epoch."""
+        return len(self.sampler)  # type: ignore[arg-type]
+
+
 def build_train_loader(
     samples: Sequence[Sample],
     sampler: Sampler[list[int]],
@@ -86,26 +187,17 @@ def build_train_loader(
     num_workers: int = 2,
     pin_memory: bool | None = None,
     persistent_workers: bool = True,
-) -> DataLoader:
-    """A loader of training batches drawn by ``sampler`` (e.g. :class:`adasp.data.PKSampler`).
-
-    Each batch is ``{"image": (B, 3, H, W), "pid": (B,), "camid": (B,), "index": (B,)}``.
-
-    Args:
-        num_workers: decoding processes (0: decode in the main process).
-        pin_memory: page-locked batches for faster copies to the GPU; ``None``: when CUDA is
-            available.
-        persistent_workers: keep worker processes between epochs (ignored with 0 workers).
-    """
-    workers = _workers(num_workers)
-    return DataLoader(
-        ImageDataset(samples, transform),
-        batch_sampler=sampler,
-        collate_fn=collate_batch,
-        num_workers=workers,
-        pin_memory=_pin_memory(pin_memory),
-        persistent_workers=persistent_workers and workers > 0,
-        prefetch_factor=4 if workers > 0 else None,
+    seed: int = 0,
+) -> TrainLoader:
+    """A :class:`TrainLoader` of training batches drawn by ``sampler``."""
+    return TrainLoader(
+        samples,
+        sampler,
+        transform,
+        seed=seed,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=persistent_workers,
     )
 
 

@@ -70,7 +70,7 @@ def read_market_folder(folder: Path, split: str, dataset: str) -> list[Sample]:
             file), or a folder with no usable image.
     """
     samples = []
-    for path in list_images(folder):
+    for path in list_images(folder, dataset):
         parsed = parse_market_name(path.name)
         if parsed is None:
             raise UserInputError(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from adasp.data.folder import FOLDER_LAYOUT, load_folder
@@ -29,42 +31,93 @@ from adasp.data.vehicleid import (
 from adasp.data.veri776 import VERI776_LAYOUT, load_veri776
 from adasp.data.veriwild import VERIWILD_LAYOUT, VERIWILD_TEST_SIZES, load_veriwild
 from adasp.errors import UserInputError
+from adasp.registry import Registry
 
-#: Dataset name -> builder ``builder(root, **options) -> ReIDDataset``.
-DATASETS: dict[str, Callable[..., ReIDDataset]] = {
-    "market1501": load_market1501,
-    "dukemtmc": load_dukemtmc,
-    "cuhk03": load_cuhk03,
-    "msmt17": load_msmt17,
-    "veri776": load_veri776,
-    "vehicleid": load_vehicleid,
-    "veriwild": load_veriwild,
-    "folder": load_folder,
-    "synthetic": load_synthetic,
-}
 
-#: Dataset name -> (one-line description, expected layout).
-DATASET_INFO: dict[str, tuple[str, str]] = {
-    "market1501": ("Market-1501: 1,501 people, 6 cameras", MARKET1501_LAYOUT),
-    "dukemtmc": ("DukeMTMC-reID: 1,404 people, 8 cameras", DUKEMTMC_LAYOUT),
-    "cuhk03": ("CUHK03, new protocol (767/700 people)", CUHK03_LAYOUT),
-    "msmt17": ("MSMT17 V1 or V2: 4,101 people, 15 cameras", MSMT17_LAYOUT),
-    "veri776": ("VeRi-776: 776 vehicles, 20 cameras", VERI776_LAYOUT),
-    "vehicleid": ("VehicleID: 26,267 vehicles, no cameras", VEHICLEID_LAYOUT),
-    "veriwild": ("VERI-WILD: 40,671 vehicles, 174 cameras", VERIWILD_LAYOUT),
-    "folder": ("your own data: ROOT/{train,query,gallery}/<identity>/<file>", FOLDER_LAYOUT),
-    "synthetic": ("synthetic pedestrians, generated on first use", SYNTHETIC_LAYOUT),
-}
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What ``adasp datasets`` shows about a dataset, registered with it
+    (``DATASETS.info(name)``).
 
-#: Options with a closed set of values, for listings and error messages.
-_ALLOWED_VALUES: dict[tuple[str, str], tuple[Any, ...]] = {
-    ("cuhk03", "split"): CUHK03_SPLITS,
-    ("msmt17", "version"): MSMT17_VERSIONS,
-    ("msmt17", "use_val"): (True, False),
-    ("vehicleid", "test_size"): VEHICLEID_TEST_SIZES,
-    ("vehicleid", "trial"): tuple(range(VEHICLEID_TRIALS)),
-    ("veriwild", "test_size"): VERIWILD_TEST_SIZES,
-}
+    Attributes:
+        description: one line, e.g. ``"Market-1501: 1,501 people, 6 cameras"``.
+        layout: the folder layout the builder expects (a few lines).
+        allowed_values: option -> its closed set of values, checked before the builder runs
+            and listed in descriptions and error messages.
+    """
+
+    description: str
+    layout: str = ""
+    allowed_values: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+
+
+#: Dataset name -> builder ``builder(root, *, option=default, ..., verify_images=False,
+#: skip_unreadable=False) -> ReIDDataset``, with a :class:`DatasetInfo`. Register your own
+#: with ``@DATASETS.register("name", info=DatasetInfo(...))`` (see :mod:`adasp.plugins`).
+DATASETS: Registry[Callable[..., ReIDDataset]] = Registry("dataset")
+DATASETS.register(
+    "market1501",
+    load_market1501,
+    info=DatasetInfo("Market-1501: 1,501 people, 6 cameras", MARKET1501_LAYOUT),
+)
+DATASETS.register(
+    "dukemtmc",
+    load_dukemtmc,
+    info=DatasetInfo("DukeMTMC-reID: 1,404 people, 8 cameras", DUKEMTMC_LAYOUT),
+)
+DATASETS.register(
+    "cuhk03",
+    load_cuhk03,
+    info=DatasetInfo(
+        "CUHK03, new protocol (767/700 people)", CUHK03_LAYOUT, {"split": CUHK03_SPLITS}
+    ),
+)
+DATASETS.register(
+    "msmt17",
+    load_msmt17,
+    info=DatasetInfo(
+        "MSMT17 V1 or V2: 4,101 people, 15 cameras",
+        MSMT17_LAYOUT,
+        {"version": MSMT17_VERSIONS, "use_val": (True, False)},
+    ),
+)
+DATASETS.register(
+    "veri776", load_veri776, info=DatasetInfo("VeRi-776: 776 vehicles, 20 cameras", VERI776_LAYOUT)
+)
+DATASETS.register(
+    "vehicleid",
+    load_vehicleid,
+    info=DatasetInfo(
+        "VehicleID: 26,267 vehicles, no cameras",
+        VEHICLEID_LAYOUT,
+        {"test_size": VEHICLEID_TEST_SIZES, "trial": tuple(range(VEHICLEID_TRIALS))},
+    ),
+)
+DATASETS.register(
+    "veriwild",
+    load_veriwild,
+    info=DatasetInfo(
+        "VERI-WILD: 40,671 vehicles, 174 cameras",
+        VERIWILD_LAYOUT,
+        {"test_size": VERIWILD_TEST_SIZES},
+    ),
+)
+DATASETS.register(
+    "folder",
+    load_folder,
+    info=DatasetInfo("your own data: ROOT/{train,query,gallery}/<identity>/<file>", FOLDER_LAYOUT),
+)
+DATASETS.register(
+    "synthetic",
+    load_synthetic,
+    info=DatasetInfo("synthetic pedestrians, generated on first use", SYNTHETIC_LAYOUT),
+)
+
+
+def _info(name: str) -> DatasetInfo:
+    info = DATASETS.info(name)
+    # A dataset registered without a DatasetInfo is described by its name alone.
+    return info if isinstance(info, DatasetInfo) else DatasetInfo("")
 
 
 #: Options every builder takes (image verification), listed once rather than per dataset.
@@ -73,18 +126,16 @@ _COMMON_OPTIONS = ("verify_images", "skip_unreadable")
 
 def dataset_names() -> list[str]:
     """The registered dataset names, in registry order."""
-    return list(DATASETS)
-
-
-def _check_name(name: str) -> None:
-    if name not in DATASETS:
-        raise UserInputError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
+    return DATASETS.names()
 
 
 def dataset_options(name: str) -> dict[str, Any]:
-    """The keyword options of dataset ``name`` with their defaults."""
-    _check_name(name)
-    parameters = inspect.signature(DATASETS[name]).parameters
+    """The keyword options of dataset ``name`` with their defaults.
+
+    Raises:
+        UserInputError: an unknown name, listing the allowed ones.
+    """
+    parameters = inspect.signature(DATASETS.get(name)).parameters
     return {
         p.name: p.default for p in parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY
     }
@@ -93,18 +144,18 @@ def dataset_options(name: str) -> dict[str, Any]:
 def describe_dataset(name: str) -> str:
     """A few lines on dataset ``name``: what it is, its options (defaults, allowed values)
     and the layout it expects."""
-    _check_name(name)
-    summary, layout = DATASET_INFO[name]
-    lines = [f"{name}: {summary}"]
+    info = _info(name)
+    lines = [f"{name}: {info.description}" if info.description else name]
     for option, default in dataset_options(name).items():
         if option in _COMMON_OPTIONS:
             continue
-        allowed = _ALLOWED_VALUES.get((name, option))
+        allowed = info.allowed_values.get(option)
         choices = f" (one of {', '.join(map(str, allowed))})" if allowed else ""
         lines.append(f"  option {option}={default!r}{choices}")
     lines.append("  options of every dataset: verify_images=False, skip_unreadable=False")
-    lines.append("  layout:")
-    lines += ["  " + line for line in layout.splitlines()]
+    if info.layout:
+        lines.append("  layout:")
+        lines += ["  " + line for line in info.layout.splitlines()]
     return "\n".join(lines)
 
 
@@ -118,18 +169,38 @@ def build_dataset(name: str, root: str | os.PathLike, **options: Any) -> ReIDDat
         UserInputError: unknown name or option (listing the allowed ones), an invalid option
             value, or a dataset that does not match its layout (naming the paths checked).
     """
-    _check_name(name)
     allowed = dataset_options(name)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise UserInputError(
             f"dataset {name!r} has no option {', '.join(unknown)}; allowed: {', '.join(allowed)}"
         )
+    allowed_values = _info(name).allowed_values
     for option, value in options.items():
-        choices = _ALLOWED_VALUES.get((name, option))
+        choices = allowed_values.get(option)
         if choices is not None and value not in choices:
             raise UserInputError(
                 f"dataset {name!r}: {option}={value!r} is not allowed; allowed: "
                 f"{', '.join(map(str, choices))}"
             )
-    return DATASETS[name](root, **options)
+    return DATASETS.get(name)(root, **options)
+
+
+#: Where ``--dataset synthetic`` generates its images when no root is given.
+DEFAULT_SYNTHETIC_ROOT = Path("~/.cache/adasp/synthetic")
+
+
+def dataset_root(dataset: str, root: str | os.PathLike | None) -> Path:
+    """The root folder of ``dataset``: the given one, or the synthetic set's cache folder.
+
+    Raises:
+        UserInputError: no root for a dataset other than ``synthetic``.
+    """
+    if root:
+        return Path(root).expanduser()
+    if dataset == "synthetic":
+        return DEFAULT_SYNTHETIC_ROOT.expanduser()
+    raise UserInputError(
+        f"no root folder given for dataset {dataset!r}: pass --root DIR (the folder that holds "
+        "the dataset, or the dataset folder itself) or set data.root in the config"
+    )

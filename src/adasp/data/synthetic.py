@@ -41,7 +41,7 @@ import numpy as np
 from adasp.data.assemble import assemble_dataset
 from adasp.data.market import read_market_splits
 from adasp.data.sample import ReIDDataset
-from adasp.data.synthetic_people import (
+from adasp.data.synthetic_render import (
     VIEWS,
     CameraConditions,
     PersonIdentity,

@@ -3,7 +3,10 @@ for an exact resume."""
 
 from __future__ import annotations
 
+import errno
+import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +52,64 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically (a killed writer leaves the old file intact)."""
-    atomic_write_with(path, lambda handle: torch.save(state, handle))
+    """Write ``state`` to ``path`` atomically (a killed writer leaves the old file intact).
+
+    Raises:
+        UserInputError: the disk is full (or the write fails otherwise with an OS error); the
+            message names the device, the path and about how much space the file needs. The
+            previous file at ``path`` is intact and no temporary file is left.
+    """
+    try:
+        atomic_write_with(path, lambda handle: torch.save(state, handle))
+    except (OSError, RuntimeError) as error:
+        reported = _write_error(Path(path), state, error)
+        if reported is error:
+            raise
+        raise reported from error
+
+
+def _state_bytes(state: Any) -> int:
+    if isinstance(state, torch.Tensor):
+        return state.nelement() * state.element_size()
+    if isinstance(state, dict):
+        return sum(_state_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(_state_bytes(v) for v in state)
+    return 0
+
+
+def _mount_point(path: Path) -> Path:
+    path = path.resolve()
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _write_error(path: Path, state: dict[str, Any], error: Exception) -> Exception:
+    """A one-line :class:`UserInputError` for a failed checkpoint write (``error`` itself when
+    it is not a file-system failure)."""
+    text = str(error)
+    no_space = getattr(error, "errno", None) == errno.ENOSPC or "No space left" in text
+    if isinstance(error, RuntimeError) and not no_space:
+        # torch.save reports a failed write as a RuntimeError from its zip writer; whether
+        # the disk is full is then read from the file system itself.
+        writer_failed = "inline_container" in text or "PytorchStreamWriter" in text
+        if not writer_failed:
+            return error
+        free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
+        no_space = free < _state_bytes(state)
+    needed = max(1, round(_state_bytes(state) / 2**20))
+    if no_space:
+        return UserInputError(
+            f"no space left on {_mount_point(path.parent)} while writing {path} (needed about "
+            f"{needed} MB); the previous checkpoint is intact; free space and run again with "
+            "--resume"
+        )
+    reason = getattr(error, "strerror", None) or text.splitlines()[0]
+    return UserInputError(
+        f"cannot write {path}: {reason}; the previous checkpoint is intact; fix the problem and "
+        "run again with --resume"
+    )
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -12,18 +12,32 @@ backbone and dataset names).
 from __future__ import annotations
 
 import copy
+import importlib.resources
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from adasp.engine.typed_config import ConfigError, from_dict, to_dict
+from adasp.engine.typed_config import ConfigError, first_non_finite, from_dict, to_dict
 from adasp.errors import MissingPathError
+from adasp.utils.checks import check_float
 from adasp.utils.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
-#: Folder of the presets shipped with the project (``configs/`` at the repository root).
-PRESET_DIR = Path(__file__).resolve().parents[3] / "configs"
+
+def _package_presets() -> Path:
+    """The presets folder shipped inside the package (``adasp/configs``; ``configs/`` at the
+    top of a checkout links to it)."""
+    folder = importlib.resources.files("adasp").joinpath("configs")
+    # Every pip install (wheel, editable, source checkout) puts adasp on the file system, where
+    # this is a Path; ``_base_`` names files relative to a preset, so presets are read as files.
+    return folder if isinstance(folder, Path) else Path(str(folder))
+
+
+#: Folder of the presets shipped in the package: ``--config market1501/adasp`` reads
+#: ``PRESET_DIR / "market1501/adasp.yaml"``.
+PRESET_DIR = _package_presets()
 
 
 @dataclass
@@ -58,6 +72,12 @@ class DataConfig:
     std: tuple[float, float, float] = IMAGENET_STD
     num_workers: int = 2
     test_batch_size: int = 128
+    pin_memory: bool | None = None  # page-locked batches for async GPU copies; None: on CUDA
+    persistent_workers: bool = True  # keep loader workers alive between epochs
+    prefetch_factor: int = 4  # batches each worker prepares ahead
+    # "gpu": workers only read JPEG bytes; decoding and augmentation run batched on the training
+    # device (adasp.data.gpu_decode), for when the CPU workers cannot keep up. No AutoAugment.
+    decode: Literal["cpu", "gpu"] = "cpu"
 
 
 @dataclass
@@ -79,10 +99,6 @@ class ModelConfig:
     sync_bn: bool = False
 
 
-#: Losses that take ``loss.temperature``: the Sparse Pairwise family.
-SPARSE_PAIRWISE_LOSSES = ("adasp", "sp-h", "sp-lh")
-
-
 @dataclass
 class LossConfig:
     """``ce_weight·CE(label smoothing) + weight·metric``.
@@ -90,7 +106,9 @@ class LossConfig:
     ``ce_weight: 0`` trains the metric loss alone; ``name: none`` trains cross-entropy alone.
     ``temperature`` is the Sparse Pairwise losses' τ (unused by the other losses, so a sweep over
     ``loss.name`` can keep it); every other option goes under ``options.<loss name>``, e.g.
-    ``options: {triplet: {margin: 0.3}, supcon: {temperature: 0.07}}``.
+    ``options: {triplet: {margin: 0.3}, supcon: {temperature: 0.07}}``. Which options a loss
+    takes from this section is declared once, at its registration (see
+    :class:`adasp.losses.LossInfo` and :func:`loss_term_options`).
     """
 
     name: str = "adasp"  # a metric loss from adasp.losses.LOSSES, or "none"
@@ -111,6 +129,7 @@ class OptimConfig:
     bias_lr_factor: float = 1.0
     bias_weight_decay: float | None = None  # None: same as weight_decay
     grad_clip: float = 0.0  # max gradient norm; 0 disables
+    fused: bool = True  # fused (one-kernel) Adam/AdamW/SGD steps on CUDA; ignored elsewhere
 
 
 @dataclass
@@ -130,13 +149,16 @@ class ScheduleConfig:
 
 @dataclass
 class TrainConfig:
+    """The training loop's settings (see :class:`adasp.engine.trainer.TrainingSettings`)."""
+
     seed: int = 0
     amp: Literal["none", "bf16", "fp16"] = "none"  # GPU only; ignored on CPU with a warning
     deterministic: bool = True
     eval_every: int = 10  # epochs; 0 evaluates only at the end
     checkpoint_every_iters: int = 0  # also checkpoint mid-epoch; 0: at the end of each epoch
-    log_every: int = 20  # iterations
+    log_every: int = 20  # iterations; loss values are read from the device only then
     measure_harmful_pairs: bool = False  # needs a dataset with harmful marks (synthetic)
+    ddp_static_graph: bool = False  # DDP static_graph=True: faster, needs a fixed graph
 
 
 @dataclass
@@ -167,23 +189,54 @@ class ExperimentConfig:
         return to_dict(self)
 
 
-def resolve_config_path(name: str | Path) -> Path:
-    """A config path as given, or a preset name looked up in the project's ``configs/``.
+def preset_names() -> list[str]:
+    """The names ``--config`` accepts for the shipped presets, e.g. ``quickstart``,
+    ``market1501/adasp`` (``_base_/`` holds the recipes they extend, not presets)."""
+    return sorted(
+        path.relative_to(PRESET_DIR).with_suffix("").as_posix()
+        for path in PRESET_DIR.rglob("*.yaml")
+        if path.relative_to(PRESET_DIR).parts[0] != "_base_"
+    )
 
-    ``quickstart`` and ``market1501/adasp`` name ``configs/quickstart.yaml`` and
-    ``configs/market1501/adasp.yaml``.
+
+def _describe_presets(names: list[str]) -> str:
+    """``quickstart, {market1501,msmt17}/{adasp,triplet}``: folders that hold the same preset
+    names share one entry, so the full list fits on a line."""
+    top = [name for name in names if "/" not in name]
+    by_folder: dict[str, list[str]] = {}
+    for name in names:
+        if "/" in name:
+            folder, _, rest = name.rpartition("/")
+            by_folder.setdefault(folder, []).append(rest)
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for folder, files in by_folder.items():
+        groups.setdefault(tuple(files), []).append(folder)
+
+    def braces(items) -> str:
+        return items[0] if len(items) == 1 else "{" + ",".join(items) + "}"
+
+    entries = [f"{braces(folders)}/{braces(files)}" for files, folders in groups.items()]
+    return ", ".join([*top, *entries]) or "none"
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A config path as given, or the name of a preset shipped in the package.
+
+    ``quickstart`` and ``market1501/adasp`` (with or without ``.yaml``) name
+    ``PRESET_DIR / "quickstart.yaml"`` and ``PRESET_DIR / "market1501/adasp.yaml"``.
+
+    Raises:
+        MissingPathError: neither a file nor a preset; the message lists the presets.
     """
     path = Path(name).expanduser()
     if path.is_file():
         return path
-    candidates = [PRESET_DIR / name, PRESET_DIR / f"{name}.yaml"]
-    for candidate in candidates:
+    for candidate in (PRESET_DIR / name, PRESET_DIR / f"{name}.yaml"):
         if candidate.is_file():
             return candidate
-    looked = ", ".join(str(p) for p in [path, *candidates])
     raise MissingPathError(
-        f"config {str(name)!r} not found (looked at: {looked}); give a YAML file path or a preset "
-        f"name under {PRESET_DIR}"
+        f"config {str(name)!r} not found: no file {path.absolute()} and no such preset; give a "
+        f"YAML file or a preset: {_describe_presets(preset_names())}"
     )
 
 
@@ -197,6 +250,48 @@ def _merge(base: dict, update: dict) -> dict:
     return out
 
 
+class DuplicateKeyError(ConfigError):
+    """A key written twice in one YAML mapping (PyYAML would silently keep the last)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key repeated in one mapping, naming both lines.
+
+    ``<<`` merge keys may still be overridden by the mapping's own keys (that is what they are
+    for): only the keys written in the mapping itself are compared.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if first is not None:
+                    raise DuplicateKeyError(
+                        f"key {key!r} appears twice in the same mapping (lines {first} and "
+                        f"{line}); keep one of them"
+                    )
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text like ``yaml.safe_load``, but refuse duplicate keys.
+
+    Raises:
+        DuplicateKeyError: a key repeated in one mapping (the message names both lines).
+        yaml.YAMLError: invalid YAML.
+    """
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
+
+
 def read_yaml_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a YAML preset and merge the presets its ``_base_`` key names (recursively)."""
     path = Path(path).resolve()
@@ -206,7 +301,9 @@ def read_yaml_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict
     if not path.is_file():
         raise MissingPathError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path.read_text(encoding="utf-8")) or {}
+    except DuplicateKeyError as error:
+        raise DuplicateKeyError(f"{path}: {error}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {error}") from None
     if not isinstance(data, dict):
@@ -223,9 +320,11 @@ def read_yaml_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict
 
 def parse_value(raw: str) -> Any:
     """A command-line value read as YAML (numbers, true/false, null, lists, mappings), or the
-    text itself when it is not valid YAML."""
+    text itself when it is not valid YAML; a mapping with a repeated key is an error."""
     try:
-        return yaml.safe_load(raw) if raw.strip() else ""
+        return load_yaml(raw) if raw.strip() else ""
+    except DuplicateKeyError as error:
+        raise DuplicateKeyError(f"value {raw!r}: {error}") from None
     except yaml.YAMLError:
         return raw
 
@@ -283,9 +382,36 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _number(key: str, value: Any, low: float | None = None, **bounds: Any) -> None:
+    """Refuse a float field outside its range or not finite, naming the key and the range
+    (``check_float``'s keywords: ``high``, ``low_open``, ``high_open``, ``note``)."""
+    check_float(f"config key '{key}'", value, low, error=ConfigError, **bounds)
+
+
+def loss_term_options(loss: LossConfig, name: str) -> dict[str, Any]:
+    """The options of loss ``name`` in the configured objective: ``loss.options.<name>`` plus
+    those the loss declares it takes from the ``loss`` section (its
+    :class:`~adasp.losses.LossInfo`: the Sparse Pairwise losses' ``loss.temperature``).
+
+    Raises:
+        ConfigError: the loss declares a key that the ``loss`` section does not have.
+    """
+    from adasp.losses import options_from_config
+
+    options = dict(loss.options.get(name, {}))
+    for key in options_from_config(name):
+        _require(
+            key in LossConfig.__dataclass_fields__ and key not in ("name", "options"),
+            f"loss {name!r} is registered to take its option {key!r} from config key "
+            f"'loss.{key}', which does not exist",
+        )
+        options[key] = getattr(loss, key)
+    return options
+
+
 def validate_config(config: ExperimentConfig) -> None:
     """Cross-field and registry checks; raises :class:`ConfigError` naming the key."""
-    from adasp.losses import LOSSES, build_loss, loss_options
+    from adasp.losses import LOSSES, build_loss, loss_options, options_from_config
 
     d, m, loss, o, s, t, e = (
         config.data,
@@ -304,8 +430,8 @@ def validate_config(config: ExperimentConfig) -> None:
         f"config key 'loss.name': unknown loss {loss.name!r}; allowed: none, "
         + ", ".join(metric_names),
     )
-    _require(loss.weight >= 0, f"config key 'loss.weight' must be >= 0, got {loss.weight}")
-    _require(loss.ce_weight >= 0, f"config key 'loss.ce_weight' must be >= 0, got {loss.ce_weight}")
+    _number("loss.weight", loss.weight, 0)
+    _number("loss.ce_weight", loss.ce_weight, 0)
     _require(
         loss.ce_weight > 0 or (loss.name != "none" and loss.weight > 0),
         "config: 'loss.ce_weight' is 0 and there is no weighted metric loss ('loss.name' none or "
@@ -315,49 +441,39 @@ def validate_config(config: ExperimentConfig) -> None:
         0 <= loss.label_smoothing < 1,
         f"config key 'loss.label_smoothing' must be in [0, 1), got {loss.label_smoothing}",
     )
-    _require(
-        loss.temperature > 0, f"config key 'loss.temperature' must be > 0, got {loss.temperature}"
-    )
+    _number("loss.temperature", loss.temperature, 0, low_open=True)
     for name, options in loss.options.items():
         _require(
             name in metric_names,
             f"config key 'loss.options.{name}': unknown loss {name!r}; allowed: "
             + ", ".join(metric_names),
         )
-        allowed = [o for o in loss_options(name) if o != "gather_distributed"]
-        if name in SPARSE_PAIRWISE_LOSSES:
-            allowed = [o for o in allowed if o != "temperature"]
+        from_config = options_from_config(name)
+        allowed = [
+            o for o in loss_options(name) if o != "gather_distributed" and o not in from_config
+        ]
         bad = sorted(set(options) - set(allowed))
         _require(
             not bad,
             f"config key 'loss.options.{name}': loss {name!r} has no option {', '.join(bad)}; "
             f"allowed: {', '.join(allowed) or 'none'}"
-            + (" (its temperature is loss.temperature)" if name in SPARSE_PAIRWISE_LOSSES else ""),
+            + "".join(f" (its {o} is loss.{o})" for o in from_config),
         )
     # Build the losses once, so that bad option values fail here rather than at step 1.
     for name in sorted({*loss.options, *([loss.name] if loss.name != "none" else [])}):
-        options = dict(loss.options.get(name, {}))
-        if name in SPARSE_PAIRWISE_LOSSES:
-            options["temperature"] = loss.temperature
+        options = loss_term_options(loss, name)
         key = f"loss.options.{name}" if name in loss.options else "loss"
         try:
             build_loss(name, **options)
         except (ValueError, TypeError) as error:
             raise ConfigError(f"config key '{key}': {error}") from None
-    _require(o.lr > 0, f"config key 'optim.lr' must be > 0, got {o.lr}")
-    _require(
-        o.weight_decay >= 0, f"config key 'optim.weight_decay' must be >= 0, got {o.weight_decay}"
-    )
-    _require(o.grad_clip >= 0, f"config key 'optim.grad_clip' must be >= 0, got {o.grad_clip}")
-    _require(
-        o.bias_lr_factor >= 0,
-        f"config key 'optim.bias_lr_factor' must be >= 0, got {o.bias_lr_factor}",
-    )
-    _require(
-        o.bias_weight_decay is None or o.bias_weight_decay >= 0,
-        f"config key 'optim.bias_weight_decay' must be >= 0 or null, got {o.bias_weight_decay}",
-    )
-    _require(o.momentum >= 0, f"config key 'optim.momentum' must be >= 0, got {o.momentum}")
+    _number("optim.lr", o.lr, 0, low_open=True)
+    _number("optim.weight_decay", o.weight_decay, 0)
+    _number("optim.grad_clip", o.grad_clip, 0, note="0 disables")
+    _number("optim.bias_lr_factor", o.bias_lr_factor, 0)
+    if o.bias_weight_decay is not None:
+        _number("optim.bias_weight_decay", o.bias_weight_decay, 0, note="or null")
+    _number("optim.momentum", o.momentum, 0)
     _require(
         not (o.optimizer == "sgd" and o.nesterov and o.momentum == 0),
         "config key 'optim.nesterov' needs 'optim.momentum' > 0",
@@ -378,10 +494,10 @@ def validate_config(config: ExperimentConfig) -> None:
     )
     _require(0 < s.gamma <= 1, f"config key 'schedule.gamma' must be in (0, 1], got {s.gamma}")
     _require(
-        s.scheduler != "cosine" or 0 <= s.cosine_delay_epochs <= s.epochs,
-        f"config key 'schedule.cosine_delay_epochs' must be in [0, epochs={s.epochs}], "
-        f"got {s.cosine_delay_epochs}",
+        s.cosine_delay_epochs >= 0,
+        f"config key 'schedule.cosine_delay_epochs' must be >= 0, got {s.cosine_delay_epochs}",
     )
+    fit_schedule_to_epochs(s)
     _require(
         0 <= s.min_lr_factor <= 1,
         f"config key 'schedule.min_lr_factor' must be in [0, 1], got {s.min_lr_factor}",
@@ -403,6 +519,36 @@ def validate_config(config: ExperimentConfig) -> None:
         0 <= e.lambda_value <= 1,
         f"config key 'eval.lambda_value' must be in [0, 1], got {e.lambda_value}",
     )
+    # Every float field is finite (the checks above name the range of those that have one).
+    found = first_non_finite(config)
+    if found is not None:
+        raise ConfigError(f"config key '{found[0]}' must be a finite number, got {found[1]}")
+
+
+def fit_schedule_to_epochs(s: ScheduleConfig) -> None:
+    """Fit the schedule's epoch counts to ``schedule.epochs``, with a one-line warning each.
+
+    A preset's schedule is written for its own length; ``schedule.epochs=N`` alone must still
+    give a valid run: the cosine delay is clamped to ``N`` (the learning rate then stays
+    constant), and multi-step milestones at or after epoch ``N`` (which would never apply)
+    are dropped. The presets' own values are unchanged; the run's ``config.yaml`` records the
+    fitted ones.
+    """
+    if s.scheduler == "cosine" and s.cosine_delay_epochs > s.epochs:
+        warnings.warn(
+            f"schedule.cosine_delay_epochs={s.cosine_delay_epochs} is more than "
+            f"schedule.epochs={s.epochs}; clamped to {s.epochs} (no cosine decay in this run)",
+            stacklevel=4,
+        )
+        s.cosine_delay_epochs = s.epochs
+    late = [m for m in s.milestones if m >= s.epochs]
+    if s.scheduler == "multistep" and late:
+        warnings.warn(
+            f"schedule.milestones {late} are not before schedule.epochs={s.epochs} and would "
+            "never apply; dropped",
+            stacklevel=4,
+        )
+        s.milestones = [m for m in s.milestones if m < s.epochs]
 
 
 def _validate_data(d: DataConfig) -> None:
@@ -442,6 +588,12 @@ def _validate_data(d: DataConfig) -> None:
         _require(0 <= value <= 1, f"config key 'data.{key}' must be in [0, 1], got {value}")
     _require(all(v > 0 for v in d.std), f"config key 'data.std' must be positive, got {d.std}")
     _require(d.padding >= 0, f"config key 'data.padding' must be >= 0, got {d.padding}")
+    _require(
+        d.decode == "cpu" or d.autoaugment_p == 0,
+        f"config key 'data.autoaugment_p' ({d.autoaugment_p}) must be 0 with data.decode=gpu "
+        "(AutoAugment runs per image on the CPU only); set data.autoaugment_p=0 or "
+        "data.decode=cpu",
+    )
     _require(d.num_workers >= 0, f"config key 'data.num_workers' must be >= 0, got {d.num_workers}")
     _require(d.test_batch_size >= 1, "config key 'data.test_batch_size' must be >= 1")
 
@@ -463,4 +615,4 @@ def _validate_model(m: ModelConfig) -> None:
         m.embedding_dim >= 0, "config key 'model.embedding_dim' must be >= 0 (0: no reduction)"
     )
     _require(0 <= m.dropout < 1, f"config key 'model.dropout' must be in [0, 1), got {m.dropout}")
-    _require(m.gem_p > 0, f"config key 'model.gem_p' must be > 0, got {m.gem_p}")
+    _number("model.gem_p", m.gem_p, 0, low_open=True)

@@ -53,6 +53,12 @@ def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
     return resolved
 
 
+def resolve_rank() -> int:
+    """This process's rank as torchrun describes it (0 for a plain process), known before the
+    process group is joined."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def init_distributed(device: str | None = "auto") -> DistributedContext:
     """Join the process group described by torchrun, or make a group of one."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -98,9 +104,6 @@ def gather_rows(tensor: torch.Tensor, ctx: DistributedContext) -> torch.Tensor:
     """Concatenate every rank's rows (counts may differ) in rank order, on every rank."""
     if not ctx.distributed:
         return tensor
-    from adasp.losses.distributed import all_gather_rows
+    from adasp.utils.distributed import gather_rows as gather
 
-    # NCCL gathers CUDA tensors only; gloo gathers CPU tensors.
-    device = ctx.device if ctx.device.type == "cuda" else torch.device("cpu")
-    parts, _ = all_gather_rows(tensor.to(device))
-    return torch.cat(parts).to(tensor.device)
+    return gather(tensor)

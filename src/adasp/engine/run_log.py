@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +46,29 @@ class RunLog:
                 )
 
     def _drop_after(self, step: int) -> None:
-        """Keep only the events up to ``step``: a resumed run logs the later ones again."""
+        """Keep only the events up to ``step``: a resumed run logs the later ones again.
+
+        A line that is not valid JSON (torn by a power loss or a full disk while it was
+        appended) is dropped with a warning naming it.
+        """
         if not self.path.exists():
             return
-        kept = [
-            line
-            for line in self.path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step
-        ]
+        kept = []
+        text = self.path.read_text(encoding="utf-8", errors="replace")
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                warnings.warn(
+                    f"{self.path}: line {number} is not a complete log event (a torn write); "
+                    f"dropped: {line[:80]!r}",
+                    stacklevel=3,
+                )
+                continue
+            if isinstance(event, dict) and event.get("step", 0) <= step:
+                kept.append(line)
         atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
 
     def event(self, kind: str, step: int, **values: Any) -> None:

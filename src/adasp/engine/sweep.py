@@ -3,7 +3,8 @@
 ``adasp sweep --config C --grid loss.temperature=0.01,0.02,0.04 --output DIR`` trains one run
 per value in ``DIR/<key>=<value>/``. Finished runs (with ``metrics.json``) are skipped and
 interrupted ones resumed, so re-running the same command completes a sweep. The metrics of all
-runs are collected into ``DIR/results.csv`` and ``DIR/results.md``.
+runs are collected into ``DIR/results.csv`` and ``DIR/results.md``. A ``train.seed`` axis
+(``--seeds N``, see :func:`seed_axis`) repeats every combination with N seeds.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from adasp.engine.config import load_config, resolve_config_path
-from adasp.engine.evaluator import METRIC_KEYS
 from adasp.engine.typed_config import ConfigError
 from adasp.errors import UserInputError
+from adasp.evaluation.results import METRIC_NAMES
+from adasp.evaluation.seed_statistics import SEED_KEY
 from adasp.utils.atomic import atomic_write_json, atomic_write_text
 from adasp.utils.tables import format_table
 
@@ -95,6 +97,17 @@ def parse_grid(spec: str) -> GridAxis:
                 f"{len(axis.keys)} '+'-joined parts (e.g. loss.name+loss.weight=triplet+1.0,adasp+0.1)"
             )
     return axis
+
+
+def seed_axis(count: int) -> GridAxis:
+    """The axis ``train.seed=0,1,...,count-1`` of ``adasp sweep --seeds count``.
+
+    ``adasp report`` aggregates over it: mean ± std per cell of the other axes, and paired
+    differences against a baseline cell (:mod:`adasp.evaluation.seed_statistics`).
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise UserInputError(f"--seeds must be a positive integer (e.g. 3), got {count!r}")
+    return GridAxis(SEED_KEY, tuple(str(seed) for seed in range(count)))
 
 
 @dataclass(frozen=True)
@@ -168,7 +181,7 @@ class Sweep:
         retry_failed: bool = False,
     ) -> None:
         if not axes:
-            raise ConfigError("a sweep needs at least one --grid key=v1,v2,...")
+            raise ConfigError("a sweep needs at least one --grid key=v1,v2,... or --seeds N")
         if jobs < 1:
             raise UserInputError(f"--jobs must be >= 1, got {jobs}")
         self.config_path = str(resolve_config_path(config))
@@ -184,6 +197,14 @@ class Sweep:
         #: recorded as failed, so that the next invocation resumes them.
         self.interrupted: dict[str, str] = {}
         self.runs = expand_grid(self.axes)
+        if any(a.key == SEED_KEY for a in self.axes) and any(
+            o.partition("=")[0].strip() == SEED_KEY for o in self.overrides
+        ):
+            # The grid's value would silently win over the override.
+            raise ConfigError(
+                f"{SEED_KEY} is both an override and a sweep axis (--seeds or --grid); drop "
+                "the override"
+            )
         # Validate every combination before anything runs.
         configs = []
         for run in self.runs:
@@ -212,8 +233,14 @@ class Sweep:
         manifest = self.manifest()
         if path.exists():
             old = json.loads(path.read_text())
-            keys = ("config", "overrides", "grid")
-            if {k: old.get(k) for k in keys} != {k: manifest[k] for k in keys}:
+            keys = ("overrides", "grid")
+            # The same preset may sit elsewhere now (a moved venv, presets moved into the
+            # package); the digest below tells whether its content changed.
+            same_config = old.get("config") == manifest["config"] or (
+                Path(str(old.get("config"))).name == Path(manifest["config"]).name
+                and "config_digest" in old
+            )
+            if not same_config or {k: old.get(k) for k in keys} != {k: manifest[k] for k in keys}:
                 raise UserInputError(
                     f"{self.output} holds a different sweep ({path}); use another --output or "
                     "the same --config, overrides and --grid options"
@@ -296,13 +323,17 @@ class Sweep:
 
         print(f"sweep: training {run.name}", file=sys.stderr)
         config = load_config(self.config_path, [*self.overrides, *run.overrides])
-        Trainer(config, self.output / run.name, device=self.device, resume=True).fit()
+        Trainer.from_config(config, self.output / run.name, device=self.device, resume=True).fit()
 
     def _run_process(self, run: SweepRun, device: str) -> None:
         folder = self.output / run.name
         folder.mkdir(parents=True, exist_ok=True)
+        from adasp.plugins import loaded_plugins
+
+        # Child processes register what this one's plugins registered.
+        plugins = [arg for module in loaded_plugins() for arg in ("--plugin", module)]
         command = [
-            sys.executable, "-m", "adasp", "train", "--config", self.config_path,
+            sys.executable, "-m", "adasp", *plugins, "train", "--config", self.config_path,
             "--output", str(folder), "--resume", "--no-progress", "--device", device,
             *self.overrides, *run.overrides,
         ]  # fmt: skip
@@ -345,12 +376,12 @@ def collect_results(folder: str | Path) -> list[dict[str, Any]]:
         metrics = json.loads(metrics_path.read_text())
         row: dict[str, Any] = {"run": run["name"]}
         row.update(run["values"])
-        row.update({m: metrics.get(m) for m in METRIC_KEYS})
+        row.update({m: metrics.get(m) for m in METRIC_NAMES})
         for name, value in (metrics.get("harmful_pairs") or {}).items():
             if name != "batches":
                 row[f"harmful/{name}"] = value
         rows.append(row)
-    columns = ["run", *keys, *METRIC_KEYS]
+    columns = ["run", *keys, *METRIC_NAMES]
     extra = sorted({k for r in rows for k in r} - set(columns))
     columns += extra
     buffer = io.StringIO()
@@ -360,11 +391,11 @@ def collect_results(folder: str | Path) -> list[dict[str, Any]]:
     atomic_write_text(folder / "results.csv", buffer.getvalue())
     table_rows = [
         [r.get(k, "") for k in keys]
-        + [100 * r[m] if isinstance(r.get(m), float) else "" for m in METRIC_KEYS]
+        + [100 * r[m] if isinstance(r.get(m), float) else "" for m in METRIC_NAMES]
         + [r.get(k, "") for k in extra]
         for r in rows
     ]
-    table = format_table([*keys, *METRIC_KEYS, *extra], table_rows, precision=2, markdown=True)
+    table = format_table([*keys, *METRIC_NAMES, *extra], table_rows, precision=2, markdown=True)
     atomic_write_text(
         folder / "results.md",
         f"# Sweep results ({len(rows)} of {len(manifest['runs'])} runs finished)\n\n"

@@ -7,6 +7,7 @@ dotted key and what is allowed. Used by :mod:`adasp.engine.config`; generic on p
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 from collections.abc import Mapping
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -127,6 +128,29 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     return cls(**values)
 
 
+def first_non_finite(obj: Any, prefix: str = "") -> tuple[str, float] | None:
+    """The dotted key and value of the first float in ``obj`` (a dataclass, nested) that is
+    infinite or NaN, or None.
+
+    YAML reads ``.inf`` and ``.nan`` as floats, and every range check that is open on one side
+    (``> 0``) lets ``inf`` through: the one rule that no float field of a config is non-finite.
+    """
+    if dataclasses.is_dataclass(obj):
+        items = ((f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj))
+    elif isinstance(obj, Mapping):
+        items = ((str(k), v) for k, v in obj.items())
+    elif isinstance(obj, (list, tuple)):
+        items = ((f"[{i}]", v) for i, v in enumerate(obj))
+    else:
+        return (prefix, obj) if isinstance(obj, float) and not math.isfinite(obj) else None
+    for name, value in items:
+        key = name if not prefix else prefix + name if name.startswith("[") else f"{prefix}.{name}"
+        found = first_non_finite(value, key)
+        if found is not None:
+            return found
+    return None
+
+
 def to_dict(obj: Any) -> Any:
     """A dataclass (nested) as plain dicts/lists, ready for YAML or JSON."""
     if dataclasses.is_dataclass(obj):
@@ -138,4 +162,4 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-__all__ = ["ConfigError", "convert", "from_dict", "to_dict"]
+__all__ = ["ConfigError", "convert", "first_non_finite", "from_dict", "to_dict"]

@@ -1,53 +1,140 @@
-"""Query × gallery distances between embeddings, whole or in blocks of query rows.
+"""Distances between embeddings, for evaluation, search and re-ranking: one implementation.
 
-Two metrics, chosen by name from :data:`METRICS`:
+A :class:`Metric` says how two sets of features become distances; :data:`METRICS` holds the
+two that evaluation and search offer, by name:
 
 - ``"cosine"``: ``1 - cos(q, g)`` of the L2-normalised features, in [0, 2] (to rounding).
 - ``"euclidean"``: the plain (not squared) L2 distance ``||q - g||``, from
   ``sqrt(max(|q|² + |g|² - 2 q·g, 0))`` so that a block costs one matrix product.
 
-Both are computed in float32 (float64 features stay float64) on the features' device.
+:data:`SQEUCLIDEAN` (the squared L2 distance) is offered by re-ranking only: its rankings are
+the Euclidean ones, but re-ranking's output depends on the values.
+
+:func:`distance_chunks` yields the query × gallery distances a block of query rows at a time;
+:func:`pairwise_distances` returns the whole matrix. They compute in float32 (float64 features
+stay float64) on the features' device. The losses keep their own differentiable distances
+(:mod:`adasp.losses.pairwise`): they need gradients, a clamp that keeps the gradient of a zero
+distance finite, and half inputs lifted to float32.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 
 from adasp.errors import UserInputError
-from adasp.evaluation.ranking import as_tensor, check_choice, resolve_chunk_size
+from adasp.evaluation.inputs import as_tensor, check_choice, resolve_chunk_size
 
 
-def _prepare_cosine(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    return torch.nn.functional.normalize(features, dim=1), None
+@dataclass(frozen=True)
+class Metric:
+    """How two sets of features become distances, block by block.
+
+    Attributes:
+        prepare: ``(N, D) -> (N, D)`` applied once to each set (L2 normalisation for cosine).
+        column_terms: ``b_t (D, M) -> (1, M)`` per-column terms of the second set that every
+            block needs (squared norms for the Euclidean distances; None for cosine), computed
+            once per set rather than once per block.
+        block: ``(a (B, D), b_t (D, M), terms) -> (B, M)`` distances ``d`` of prepared
+            features, with ``terms = column_terms(b_t)``; ``b_t`` is the second set transposed
+            (a view or a contiguous copy).
+        squared_block: the same, squared (``d * d``: re-ranking starts from squared distances).
+        squared_pairs: ``(a (P, D), b (P, D)) -> (P,)`` squared distances of row pairs.
+    """
+
+    prepare: Callable[[Tensor], Tensor]
+    column_terms: Callable[[Tensor], Tensor | None]
+    block: Callable[[Tensor, Tensor, Tensor | None], Tensor]
+    squared_block: Callable[[Tensor, Tensor, Tensor | None], Tensor]
+    squared_pairs: Callable[[Tensor, Tensor], Tensor]
+
+    def distances(self, a: Tensor, b_t: Tensor) -> Tensor:
+        """``(B, M)`` distances of prepared ``a (B, D)`` to the prepared, transposed ``b_t``."""
+        return self.block(a, b_t, self.column_terms(b_t))
 
 
-def _prepare_euclidean(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    return features, (features * features).sum(1)
+def _normalise(x: Tensor) -> Tensor:
+    return F.normalize(x, dim=1)
 
 
-def _cosine_block(
-    query: torch.Tensor, gallery: torch.Tensor, q_sq: torch.Tensor | None, g_sq: torch.Tensor | None
-) -> torch.Tensor:
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+def _no_terms(b_t: Tensor) -> None:
+    return None
+
+
+def _squared_norms(b_t: Tensor) -> Tensor:
+    return (b_t * b_t).sum(0, keepdim=True)
+
+
+def _cosine_block(a: Tensor, b_t: Tensor, terms: None) -> Tensor:
     # In place: no second block-sized allocation. (Folding the 1 into the matrix product,
     # addmm, would accumulate the dot products onto 1.0 and lose precision.)
-    return (query @ gallery.T).neg_().add_(1.0)
+    return torch.mm(a, b_t).neg_().add_(1.0)
 
 
-def _euclidean_block(
-    query: torch.Tensor, gallery: torch.Tensor, q_sq: torch.Tensor | None, g_sq: torch.Tensor | None
-) -> torch.Tensor:
-    squared = torch.addmm(q_sq[:, None] + g_sq[None, :], query, gallery.T, alpha=-2.0)
-    return squared.clamp_(min=0.0).sqrt_()
+def _cosine_squared_block(a: Tensor, b_t: Tensor, terms: None) -> Tensor:
+    # (s - 1)^2 is bitwise (1 - s)^2 (rounding is symmetric), one pass fewer
+    return torch.mm(a, b_t).sub_(1.0).square_()
 
 
-#: Metric name -> (per-set preparation, block distance).
-METRICS: dict[str, tuple[Callable, Callable]] = {
-    "cosine": (_prepare_cosine, _cosine_block),
-    "euclidean": (_prepare_euclidean, _euclidean_block),
-}
+def _cosine_squared_pairs(a: Tensor, b: Tensor) -> Tensor:
+    return (a * b).sum(1).sub_(1.0).square_()
+
+
+def _sqeuclidean_block(a: Tensor, b_t: Tensor, b_sq: Tensor) -> Tensor:
+    # In place on the product: cheaper than addmm onto a materialised |a|² + |b|² matrix.
+    out = torch.mm(a, b_t).mul_(-2.0)
+    out.add_((a * a).sum(1, keepdim=True)).add_(b_sq)
+    return out.clamp_min_(0.0)  # rounding can make |a|^2 + |b|^2 - 2ab slightly negative
+
+
+def _sqeuclidean_pairs(a: Tensor, b: Tensor) -> Tensor:
+    out = (a * b).sum(1).mul_(-2.0).add_((a * a).sum(1)).add_((b * b).sum(1))
+    return out.clamp_min_(0.0)
+
+
+def _sqeuclidean_squared_block(a: Tensor, b_t: Tensor, b_sq: Tensor) -> Tensor:
+    return _sqeuclidean_block(a, b_t, b_sq).square_()
+
+
+def _sqeuclidean_squared_pairs(a: Tensor, b: Tensor) -> Tensor:
+    return _sqeuclidean_pairs(a, b).square_()
+
+
+def _euclidean_block(a: Tensor, b_t: Tensor, b_sq: Tensor) -> Tensor:
+    return _sqeuclidean_block(a, b_t, b_sq).sqrt_()
+
+
+def _euclidean_squared_block(a: Tensor, b_t: Tensor, b_sq: Tensor) -> Tensor:
+    return _euclidean_block(a, b_t, b_sq).square_()  # sqrt then square: re-ranking's d * d
+
+
+def _euclidean_squared_pairs(a: Tensor, b: Tensor) -> Tensor:
+    return _sqeuclidean_pairs(a, b).sqrt_().square_()
+
+
+COSINE = Metric(_normalise, _no_terms, _cosine_block, _cosine_squared_block, _cosine_squared_pairs)
+EUCLIDEAN = Metric(
+    _identity, _squared_norms, _euclidean_block, _euclidean_squared_block, _euclidean_squared_pairs
+)
+SQEUCLIDEAN = Metric(
+    _identity,
+    _squared_norms,
+    _sqeuclidean_block,
+    _sqeuclidean_squared_block,
+    _sqeuclidean_squared_pairs,
+)
+
+#: The metrics of evaluation and search, by name.
+METRICS: dict[str, Metric] = {"cosine": COSINE, "euclidean": EUCLIDEAN}
 
 
 def as_features(features: Any, name: str, device: torch.device | str | None = None) -> torch.Tensor:
@@ -117,13 +204,15 @@ def checked_distance_chunks(
     return _blocks(query, gallery, METRICS[metric], step)
 
 
-def _blocks(query, gallery, metric, step):
-    prepare, block = metric
-    gallery, g_sq = prepare(gallery)
+def _blocks(
+    query: Tensor, gallery: Tensor, metric: Metric, step: int
+) -> Iterator[tuple[slice, Tensor]]:
+    # A transposed view, not a copy: the products read it as fast, and memory stays one set.
+    gallery_t = metric.prepare(gallery).T
+    terms = metric.column_terms(gallery_t)
     for begin in range(0, query.shape[0], step):
         rows = slice(begin, min(begin + step, query.shape[0]))
-        q, q_sq = prepare(query[rows])
-        yield rows, block(q, gallery, q_sq, g_sq)
+        yield rows, metric.block(metric.prepare(query[rows]), gallery_t, terms)
 
 
 def pairwise_distances(

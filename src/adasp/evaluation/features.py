@@ -7,7 +7,8 @@ from typing import Any
 import torch
 
 from adasp.evaluation.distances import METRICS, as_features, checked_distance_chunks
-from adasp.evaluation.ranking import RankingEvaluator, as_ids, check_choice
+from adasp.evaluation.inputs import as_ids, check_choice
+from adasp.evaluation.metrics import RankingEvaluator
 
 
 def evaluate_features(

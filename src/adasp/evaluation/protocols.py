@@ -1,56 +1,56 @@
-"""Benchmark protocols on top of the metrics: repeated gallery draws and several test sets.
+"""Benchmark protocols: how a test set's embeddings become its reported metrics.
 
-- VehicleID: per test size, each draw picks one image per vehicle as the gallery and uses the
-  rest as queries (the data layer's ``vehicleid_trial_split``), without camera filtering;
-  the protocol reports the mean over 10 draws. :func:`evaluate_draws` runs the draws and
-  :func:`aggregate_draws` gives the mean and standard deviation of every metric.
-- Several test sets in one run (VERI-WILD small/medium/large, CUHK03 labeled/detected, ...):
-  :func:`evaluate_test_sets` and :func:`format_results_table` (one plain-text or Markdown
-  table, in percent).
+- The usual protocol (:func:`single_split_protocol`): the dataset's query set against its
+  gallery, one :class:`~adasp.evaluation.results.RankingMetrics`.
+- VehicleID (:func:`vehicleid_protocol`): per test size, 10 random draws of one gallery image
+  per vehicle, the rest as queries (the data layer's ``vehicleid_trial_split``), without
+  camera filtering; a :class:`~adasp.evaluation.results.DrawsMetrics` with the mean and std
+  over draws. :func:`evaluate_draws` evaluates any list of draws.
+
+:data:`PROTOCOLS` maps a dataset name to its protocol (the default is the single split); a
+plugin registers its own with ``@PROTOCOLS.register("name")``. A protocol is called as
+``protocol(dataset, name, embed, options, compute)`` and returns a
+:class:`~adasp.evaluation.results.TestSetResult`.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from adasp.errors import UserInputError
 from adasp.evaluation.features import evaluate_features
-from adasp.evaluation.ranking import summarize
-from adasp.utils.tables import format_table
+from adasp.evaluation.results import (
+    DrawsMetrics,
+    RankingMetrics,
+    SplitDetails,
+    TestSetResult,
+)
+from adasp.registry import Registry
 
-#: Metrics aggregated over draws and shown in tables, in this order.
-SUMMARY_METRICS = ("mAP", "rank1", "rank5", "rank10", "mINP")
-_HEADERS = {"mAP": "mAP", "rank1": "R1", "rank5": "R5", "rank10": "R10", "mINP": "mINP"}
 
-
-def aggregate_draws(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Mean and standard deviation of each metric over repeated draws.
+def aggregate_draws(results: Sequence[Mapping[str, Any] | RankingMetrics]) -> DrawsMetrics:
+    """Mean and sample standard deviation of each metric over repeated draws.
 
     Args:
-        results: one result per draw, from :func:`evaluate_ranking`/:func:`evaluate_features`
-            or already :func:`summarize`-d.
+        results: one result per draw: a :class:`RankingMetrics`, a full result of
+            :func:`evaluate_ranking`/:func:`evaluate_features`, or a dict of the metrics.
 
-    Returns:
-        ``{"mean": {metric: float}, "std": {metric: float}, "num_draws": int,
-        "draws": [summary per draw]}`` for the metrics of :data:`SUMMARY_METRICS` plus
-        ``num_valid_queries`` (its mean); ``std`` is the sample standard deviation (n - 1
-        in the denominator), 0 for a single draw.
+    Raises:
+        UserInputError: no draws.
     """
-    if not results:
-        raise UserInputError("aggregate_draws needs at least one draw's result")
-    summaries = [r if "rank1" in r else summarize(r) for r in results]
-    keys = (*SUMMARY_METRICS, "num_valid_queries")
-    mean, std = {}, {}
-    for key in keys:
-        values = np.array([float(s[key]) for s in summaries])
-        mean[key] = float(values.mean())
-        std[key] = float(values.std(ddof=1)) if values.size > 1 else 0.0
-    return {"mean": mean, "std": std, "num_draws": len(summaries), "draws": summaries}
+    draws = [
+        r
+        if isinstance(r, RankingMetrics)
+        else RankingMetrics.from_result(r)
+        if "cmc" in r
+        else RankingMetrics.from_dict(r)
+        for r in results
+    ]
+    return DrawsMetrics.aggregate(draws)
 
 
 #: The same as :func:`aggregate_draws` (VehicleID calls its draws "trials").
@@ -67,7 +67,7 @@ def evaluate_draws(
     *,
     camera_filter: bool = False,
     **options: Any,
-) -> dict[str, Any]:
+) -> DrawsMetrics:
     """Evaluate several query/gallery draws of one test set and aggregate them.
 
     Args:
@@ -81,7 +81,7 @@ def evaluate_draws(
             ``chunk_size``, ``device``, ...).
 
     Returns:
-        :func:`aggregate_draws` of the per-draw results.
+        The :class:`~adasp.evaluation.results.DrawsMetrics` of the draws.
     """
     if not draws:
         raise UserInputError("evaluate_draws needs at least one (query, gallery) draw")
@@ -102,8 +102,8 @@ def evaluate_draws(
             g_feat = features.index_select(0, _torch_index(g, features))
         else:
             q_feat, g_feat = features[q], features[g]
-        results.append(
-            evaluate_features(
+        try:
+            result = evaluate_features(
                 q_feat,
                 g_feat,
                 pids[q],
@@ -115,8 +115,10 @@ def evaluate_draws(
                 camera_filter=camera_filter,
                 **options,
             )
-        )
-    return aggregate_draws(results)
+        except UserInputError as error:
+            raise UserInputError(f"draw {number}: {error}") from None
+        results.append(result)
+    return DrawsMetrics.aggregate([RankingMetrics.from_result(r) for r in results])
 
 
 def _torch_index(indices: np.ndarray, like: Any) -> Any:
@@ -125,80 +127,101 @@ def _torch_index(indices: np.ndarray, like: Any) -> Any:
     return torch.as_tensor(indices, device=like.device)
 
 
-@dataclass(frozen=True)
-class EvaluationSet:
-    """Query and gallery embeddings of one test set with their labels and protocol flag."""
+Embedder = Callable[[Sequence[Any]], torch.Tensor]
+"""Embeds samples in order: ``embed(samples) -> (N, D)`` (collective under DDP)."""
 
-    query_features: Any
-    gallery_features: Any
-    q_pids: Any
-    g_pids: Any
-    q_camids: Any
-    g_camids: Any
-    camera_filter: bool = True
+#: Dataset name -> protocol; datasets not registered use :func:`single_split_protocol`.
+PROTOCOLS: Registry[Callable[..., TestSetResult]] = Registry("protocol")
 
 
-def evaluate_test_sets(
-    test_sets: Mapping[str, EvaluationSet],
-    metric: str = "cosine",
-    max_rank: int = 50,
-    **options: Any,
-) -> dict[str, dict[str, float]]:
-    """:func:`summarize`-d results of several named test sets, in order, one
-    :func:`evaluate_features` each (``options`` are passed on)."""
-    if not test_sets:
-        raise UserInputError("evaluate_test_sets needs at least one test set")
-    summaries = {}
-    for name, test in test_sets.items():
-        result = evaluate_features(
-            test.query_features,
-            test.gallery_features,
-            test.q_pids,
-            test.g_pids,
-            test.q_camids,
-            test.g_camids,
-            metric,
-            max_rank,
-            camera_filter=test.camera_filter,
-            **options,
-        )
-        summaries[name] = summarize(result)
-    return summaries
+def _arrays(samples: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    pids = np.fromiter((s.pid for s in samples), dtype=np.int64, count=len(samples))
+    camids = np.fromiter((s.camid for s in samples), dtype=np.int64, count=len(samples))
+    return pids, camids
 
 
-def _cell(summary: Mapping[str, Any], key: str, digits: int) -> str:
-    if "mean" in summary:  # aggregated draws: mean ± std
-        mean, std = summary["mean"][key], summary["std"][key]
-        return "n/a" if math.isnan(mean) else f"{100 * mean:.{digits}f} ± {100 * std:.{digits}f}"
-    value = float(summary[key])
-    return "n/a" if math.isnan(value) else f"{100 * value:.{digits}f}"
-
-
-def format_results_table(
-    results: Mapping[str, Mapping[str, Any]],
-    markdown: bool = False,
-    digits: int = 2,
-) -> str:
-    """One table of several test sets' metrics, in percent.
+def single_split_protocol(
+    dataset: Any,
+    name: str,
+    embed: Embedder,
+    options: Mapping[str, Any],
+    compute: bool = True,
+    keep_details: bool = False,
+) -> TestSetResult | None:
+    """The usual protocol: the dataset's query set against its gallery.
 
     Args:
-        results: test-set name -> a :func:`summarize`-d result, a raw evaluation result, or
-            an :func:`aggregate_draws` result (shown as mean ± std, with the number of draws
-            appended to the name), e.g. ``{"veriwild-small": ..., "vehicleid-800": ...}``.
-        markdown: a GitHub Markdown table instead of aligned plain text.
-        digits: decimals of the percentages.
+        dataset: a :class:`~adasp.data.ReIDDataset` (its ``camera_filter`` decides the
+            same-camera rule).
+        options: keywords of :func:`evaluate_features` (``metric``, ``rerank``, ...).
+        compute: False (DDP ranks other than 0) only takes part in the embedding; returns None.
+        keep_details: keep the full result, the embeddings and the dataset in ``details``.
     """
-    if not results:
-        raise UserInputError("format_results_table needs at least one test set's results")
-    headers = ["test set", "queries", *(f"{_HEADERS[k]} (%)" for k in SUMMARY_METRICS)]
-    rows = []
-    for name, result in results.items():
-        if "mean" in result:
-            label = f"{name} ({result['num_draws']} draws)"
-            queries = f"{result['mean']['num_valid_queries']:.0f}"
-            summary: Mapping[str, Any] = result
-        else:
-            summary = result if "rank1" in result else summarize(result)
-            label, queries = name, str(int(summary["num_valid_queries"]))
-        rows.append([label, queries, *(_cell(summary, k, digits) for k in SUMMARY_METRICS)])
-    return format_table(headers, rows, markdown=markdown)
+    features = embed(list(dataset.query) + list(dataset.gallery))
+    if not compute:
+        return None
+    nq = len(dataset.query)
+    q_pids, q_camids = _arrays(dataset.query)
+    g_pids, g_camids = _arrays(dataset.gallery)
+    result = evaluate_features(
+        features[:nq],
+        features[nq:],
+        q_pids,
+        g_pids,
+        q_camids,
+        g_camids,
+        camera_filter=dataset.camera_filter,
+        **options,
+    )
+    details = SplitDetails(result, features, dataset) if keep_details else None
+    return TestSetResult(name, RankingMetrics.from_result(result), details)
+
+
+@PROTOCOLS.register("vehicleid")
+def vehicleid_protocol(
+    dataset: Any,
+    name: str,
+    embed: Embedder,
+    options: Mapping[str, Any],
+    compute: bool = True,
+    keep_details: bool = False,
+) -> TestSetResult | None:
+    """VehicleID: 10 random draws of one gallery image per vehicle; mean and std over draws.
+
+    The test images are embedded once and re-split for every draw, whatever the dataset's
+    own ``trial`` option (which only chooses its ``query``/``gallery`` lists).
+    """
+    from adasp.data.vehicleid import VEHICLEID_TRIALS, vehicleid_trial_split
+
+    test = list(dataset.query) + list(dataset.gallery)
+    features = embed(test)
+    if not compute:
+        return None
+    seed = dataset.options.get("seed", 0)
+    draws = [vehicleid_trial_split(test, trial, seed) for trial in range(VEHICLEID_TRIALS)]
+    pids, camids = _arrays(test)
+    metrics = evaluate_draws(features, pids, camids, draws, camera_filter=False, **options)
+    return TestSetResult(name, metrics)
+
+
+def run_protocol(
+    dataset: Any,
+    name: str,
+    embed: Embedder,
+    options: Mapping[str, Any],
+    compute: bool = True,
+    keep_details: bool = False,
+) -> TestSetResult | None:
+    """Evaluate ``dataset`` with its registered protocol (see :data:`PROTOCOLS`)."""
+    protocol = PROTOCOLS.get(dataset.name) if dataset.name in PROTOCOLS else single_split_protocol
+    return protocol(dataset, name, embed, options, compute, keep_details)
+
+
+#: Dataset options that select a test variant, appended to the test set's name.
+VARIANT_OPTIONS = ("split", "test_size")
+
+
+def test_set_name(dataset: str, options: Mapping[str, Any]) -> str:
+    """E.g. ``market1501``, ``cuhk03-labeled``, ``vehicleid-800``, ``veriwild-10000``."""
+    parts = [dataset] + [str(options[k]) for k in VARIANT_OPTIONS if k in options]
+    return "-".join(parts)

@@ -14,20 +14,25 @@ Two entry points give the same distances:
   are recomputed when the block is yielded. Memory is O((Q+G) * k1 * k2) plus one block.
 
 :func:`rerank_features` wraps both for features, returning a NumPy array.
+The distances they start from are :mod:`adasp.evaluation.distances`' (evaluation's).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from adasp.errors import UserInputError
-from adasp.evaluation.distances import as_features, check_same_dimension
+from adasp.evaluation.distances import (
+    METRICS,
+    SQEUCLIDEAN,
+    Metric,
+    as_features,
+    check_same_dimension,
+)
 from adasp.evaluation.reranking_sparse import (
     GATHER_BUDGET,
     SparseRows,
@@ -48,87 +53,10 @@ QUERY_BLOCK_ELEMENTS = 1 << 24
 DENSE_ITEM_LIMIT = 4096
 
 
-@dataclass(frozen=True)
-class RerankMetric:
-    """How features become the distances that re-ranking starts from.
-
-    Attributes:
-        prepare: ``(N, D) -> (N, D)`` applied once to all features (e.g. L2 normalisation).
-        block: ``(a (B, D), b_t (D, M)) -> (B, M)`` distances ``d`` of prepared features.
-        squared_block: the same, squared (``d * d``, as the reference squares its input).
-        squared_pairs: ``(a (P, D), b (P, D)) -> (P,)`` squared distances of feature pairs.
-    """
-
-    prepare: Callable[[Tensor], Tensor]
-    block: Callable[[Tensor, Tensor], Tensor]
-    squared_block: Callable[[Tensor, Tensor], Tensor]
-    squared_pairs: Callable[[Tensor, Tensor], Tensor]
-
-
-def _normalise(x: Tensor) -> Tensor:
-    return F.normalize(x, dim=1)
-
-
-def _identity(x: Tensor) -> Tensor:
-    return x
-
-
-def _cosine_block(a: Tensor, b_t: Tensor) -> Tensor:
-    return torch.mm(a, b_t).neg_().add_(1.0)
-
-
-def _cosine_squared_block(a: Tensor, b_t: Tensor) -> Tensor:
-    # (s - 1)^2 is bitwise (1 - s)^2 (rounding is symmetric), one pass fewer
-    return torch.mm(a, b_t).sub_(1.0).square_()
-
-
-def _cosine_squared_pairs(a: Tensor, b: Tensor) -> Tensor:
-    return (a * b).sum(1).sub_(1.0).square_()
-
-
-def _sqeuclidean_block(a: Tensor, b_t: Tensor) -> Tensor:
-    out = torch.mm(a, b_t).mul_(-2.0)
-    out.add_((a * a).sum(1, keepdim=True)).add_((b_t * b_t).sum(0, keepdim=True))
-    return out.clamp_min_(0.0)  # rounding can make |a|^2 + |b|^2 - 2ab slightly negative
-
-
-def _sqeuclidean_pairs(a: Tensor, b: Tensor) -> Tensor:
-    out = (a * b).sum(1).mul_(-2.0).add_((a * a).sum(1)).add_((b * b).sum(1))
-    return out.clamp_min_(0.0)
-
-
-def _sqeuclidean_squared_block(a: Tensor, b_t: Tensor) -> Tensor:
-    return _sqeuclidean_block(a, b_t).square_()
-
-
-def _sqeuclidean_squared_pairs(a: Tensor, b: Tensor) -> Tensor:
-    return _sqeuclidean_pairs(a, b).square_()
-
-
-def _euclidean_block(a: Tensor, b_t: Tensor) -> Tensor:
-    return _sqeuclidean_block(a, b_t).sqrt_()
-
-
-def _euclidean_squared_block(a: Tensor, b_t: Tensor) -> Tensor:
-    return _euclidean_block(a, b_t).square_()  # sqrt then square: the reference's d * d
-
-
-def _euclidean_squared_pairs(a: Tensor, b: Tensor) -> Tensor:
-    return _sqeuclidean_pairs(a, b).sqrt_().square_()
-
-
-RERANK_METRICS: dict[str, RerankMetric] = {
-    # 1 - cosine similarity of L2-normalised features, in [0, 2].
-    "cosine": RerankMetric(_normalise, _cosine_block, _cosine_squared_block, _cosine_squared_pairs),
-    # Euclidean (L2) distance.
-    "euclidean": RerankMetric(
-        _identity, _euclidean_block, _euclidean_squared_block, _euclidean_squared_pairs
-    ),
-    # Squared Euclidean distance (what several toolkits call "euclidean").
-    "sqeuclidean": RerankMetric(
-        _identity, _sqeuclidean_block, _sqeuclidean_squared_block, _sqeuclidean_squared_pairs
-    ),
-}
+#: The metrics re-ranking starts from, by name: evaluation's (:data:`METRICS`: 1 - cosine
+#: similarity of L2-normalised features, Euclidean distance) and the squared Euclidean distance
+#: (what several toolkits call "euclidean").
+RERANK_METRICS: dict[str, Metric] = {**METRICS, "sqeuclidean": SQEUCLIDEAN}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,7 +81,7 @@ def _check_parameters(k1: object, k2: object, lambda_value: object) -> None:
         )
 
 
-def _check_metric(metric: object) -> RerankMetric:
+def _check_metric(metric: object) -> Metric:
     if metric not in RERANK_METRICS:
         raise UserInputError(
             f"unknown metric {metric!r}; choose one of {', '.join(sorted(RERANK_METRICS))}"
@@ -375,7 +303,7 @@ def feature_distances(
     """
     spec = _check_metric(metric)
     a, b = _features(x, y, None)
-    return spec.block(spec.prepare(a), spec.prepare(b).T.contiguous())
+    return spec.distances(spec.prepare(a), spec.prepare(b).T.contiguous())
 
 
 def reranked_distance_chunks(
@@ -442,7 +370,7 @@ def _reranked_chunks(
     k1: int,
     k2: int,
     lambda_value: float,
-    spec: RerankMetric,
+    spec: Metric,
     chunk_size: int | None,
 ) -> Iterator[tuple[slice, Tensor]]:
     num_query = query.shape[0]
@@ -451,13 +379,14 @@ def _reranked_chunks(
     n, dim = features.shape
     # A contiguous (D, N) copy: the block products read it row-major, twice as fast on CPU.
     features_t = features.T.contiguous()
+    terms = spec.column_terms(features_t)
     width = _rank_width(n, k1, k2)
     ranks = torch.empty(n, width, dtype=torch.int64, device=features.device)
     scale = torch.empty(n, dtype=torch.float32, device=features.device)
     step = _block_rows(n, NEIGHBOUR_BLOCK_ELEMENTS)
     for start in range(0, n, step):
         stop = min(n, start + step)
-        block = spec.squared_block(features[start:stop], features_t)
+        block = spec.squared_block(features[start:stop], features_t, terms)
         # the reference divides by each column's maximum of the symmetric matrix: the
         # largest squared distance from this item to any item
         block_scale = _positive(block.amax(dim=1))
@@ -478,11 +407,12 @@ def _reranked_chunks(
     del ranks
     gallery_columns = columns_of(v, num_query)
     gallery_t = features_t[:, num_query:]
+    gallery_terms = spec.column_terms(gallery_t)
     num_gallery = gallery_t.shape[1]
     step = int(chunk_size) if chunk_size else _block_rows(num_gallery, QUERY_BLOCK_ELEMENTS)
     for start in range(0, num_query, step):
         stop = min(num_query, start + step)
-        original = spec.squared_block(features[start:stop], gallery_t)
+        original = spec.squared_block(features[start:stop], gallery_t, gallery_terms)
         original.div_(scale[start:stop, None])
         yield slice(start, stop), _final_block(v, gallery_columns, original, start, lambda_value)
         del original
@@ -524,7 +454,12 @@ def rerank_features(
         g = spec.prepare(gallery)
         q_t, g_t = q.T.contiguous(), g.T.contiguous()
         return rerank(
-            spec.block(q, g_t), spec.block(q, q_t), spec.block(g, g_t), k1, k2, lambda_value
+            spec.distances(q, g_t),
+            spec.distances(q, q_t),
+            spec.distances(g, g_t),
+            k1,
+            k2,
+            lambda_value,
         )
     out = np.empty((query.shape[0], gallery.shape[0]), dtype=np.float32)
     chunks = _reranked_chunks(query, gallery, k1, k2, float(lambda_value), spec, chunk_size)

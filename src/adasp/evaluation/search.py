@@ -25,7 +25,7 @@ from adasp.evaluation.distances import (
     checked_distance_chunks,
 )
 from adasp.evaluation.embeddings import Embeddings
-from adasp.evaluation.ranking import check_choice
+from adasp.evaluation.inputs import check_choice
 from adasp.utils.atomic import atomic_write_json, atomic_write_text
 from adasp.utils.tables import format_table
 

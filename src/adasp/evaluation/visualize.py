@@ -169,13 +169,12 @@ def plot_cmc(
     ``cmc`` is one curve (fractions, as in an evaluation result's ``"cmc"``) with an optional
     ``label``, or a mapping of labels to curves to compare several models.
     """
-    from adasp.analysis.plotting import pyplot, save_figure
+    from adasp.utils.plotting import new_figure, save_figure
 
     curves = dict(cmc) if isinstance(cmc, Mapping) else {label or "": cmc}
     if not curves:
         raise UserInputError("plot_cmc needs at least one CMC curve")
-    plt = pyplot()
-    figure, axes = plt.subplots(figsize=(6, 4))
+    figure, axes = new_figure((6, 4))
     for name, curve in curves.items():
         values = np.asarray(curve, dtype=np.float64).ravel() * 100
         if values.size == 0:

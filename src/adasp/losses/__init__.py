@@ -10,7 +10,15 @@ from adasp.losses.cross_entropy import CrossEntropyLabelSmooth
 from adasp.losses.distributed import gather_batch
 from adasp.losses.easy_positive import EPLoss
 from adasp.losses.multi_similarity import MultiSimilarityLoss
-from adasp.losses.registry import LOSSES, LossTerm, Objective, build_loss, loss_options
+from adasp.losses.registry import (
+    LOSSES,
+    LossInfo,
+    LossTerm,
+    Objective,
+    build_loss,
+    loss_options,
+    options_from_config,
+)
 from adasp.losses.sparse_pairwise import (
     AdaSPLoss,
     adaptive_weight,
@@ -26,6 +34,7 @@ __all__ = [
     "CircleLoss",
     "CrossEntropyLabelSmooth",
     "EPLoss",
+    "LossInfo",
     "LossTerm",
     "MetricLoss",
     "MultiSimilarityLoss",
@@ -36,6 +45,7 @@ __all__ = [
     "build_loss",
     "gather_batch",
     "loss_options",
+    "options_from_config",
     "sparse_pairwise_loss",
     "sparse_pairwise_stats",
 ]

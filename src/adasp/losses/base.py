@@ -25,13 +25,26 @@ class MetricLoss(nn.Module):
         super().__init__()
         self.gather_distributed = bool(gather_distributed)
 
-    def forward(self, features: Tensor, labels: Tensor) -> Tensor:
-        """Loss of ``features`` ``(B, D)`` with integer ``labels`` ``(B,)``; a 0-dim tensor."""
-        labels = check_metric_inputs(features, labels)
-        if self.gather_distributed:
-            features, labels = gather_batch(features, labels)
-        with autocast_off(features):
-            return self.compute(features, labels)
+    #: Refuse NaN/Inf features (a host read: see :func:`check_metric_inputs`).
+    check_finite = True
 
-    def compute(self, features: Tensor, labels: Tensor) -> Tensor:  # pragma: no cover
+    def forward(self, features: Tensor, labels: Tensor) -> Tensor:
+        """Loss of ``features`` ``(B, D)`` with integer ``labels`` ``(B,)``; a 0-dim tensor.
+
+        ``labels`` may be on the CPU while ``features`` are on a GPU: index tables are then
+        built on the host, so the loss is queued without waiting for the device.
+        """
+        host_labels = labels if labels.device.type == "cpu" else None
+        labels = check_metric_inputs(features, labels, self.check_finite)
+        if self.gather_distributed:
+            features, gathered = gather_batch(features, labels)
+            if gathered is not labels:  # other ranks' labels joined: not on this host
+                host_labels, labels = None, gathered
+        with autocast_off(features):
+            return self.compute(features, labels, host_labels)
+
+    def compute(
+        self, features: Tensor, labels: Tensor, host_labels: Tensor | None = None
+    ) -> Tensor:  # pragma: no cover
+        """The loss of validated inputs; ``host_labels`` are ``labels`` on the CPU (or None)."""
         raise NotImplementedError

@@ -7,6 +7,7 @@ from torch import Tensor
 
 from adasp.losses.base import MetricLoss
 from adasp.losses.pairwise import cosine_similarity_matrix, masked_logsumexp, pair_masks
+from adasp.utils.checks import check_float
 
 
 class CircleLoss(MetricLoss):
@@ -27,12 +28,12 @@ class CircleLoss(MetricLoss):
         self, margin: float = 0.25, gamma: float = 128.0, gather_distributed: bool = False
     ) -> None:
         super().__init__(gather_distributed)
-        if not gamma > 0:
-            raise ValueError(f"gamma must be > 0, got {gamma}")
-        self.margin = float(margin)
-        self.gamma = float(gamma)
+        self.margin = check_float("margin", margin)
+        self.gamma = check_float("gamma", gamma, 0, low_open=True)
 
-    def compute(self, features: Tensor, labels: Tensor) -> Tensor:
+    def compute(
+        self, features: Tensor, labels: Tensor, host_labels: Tensor | None = None
+    ) -> Tensor:
         sim = cosine_similarity_matrix(features)
         positive, negative, _ = pair_masks(labels)
         alpha_p = (1.0 + self.margin - sim.detach()).clamp_min(0)

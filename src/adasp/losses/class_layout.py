@@ -35,8 +35,14 @@ class ClassLayout:
         return self.slots.shape[0]
 
     @classmethod
-    def from_labels(cls, labels: Tensor) -> ClassLayout:
-        """Build the layout of integer ``labels`` ``(B,)`` (any values, any order)."""
+    def from_labels(cls, labels: Tensor, device: torch.device | str | None = None) -> ClassLayout:
+        """Build the layout of integer ``labels`` ``(B,)`` (any values, any order).
+
+        The tables are computed where ``labels`` are and then moved to ``device`` (default:
+        the labels' device). The number of classes and the largest class size are read on
+        the host, so build from CPU labels when the loss runs on a GPU: nothing then waits
+        for the device (the copies are asynchronous from pinned memory).
+        """
         sorted_labels, order = torch.sort(labels, stable=True)
         _, sorted_class, counts = torch.unique_consecutive(
             sorted_labels, return_inverse=True, return_counts=True
@@ -47,4 +53,16 @@ class ClassLayout:
         slot = torch.arange(int(counts.max()), device=labels.device)
         valid = slot < counts[:, None]
         position = starts[:, None] + torch.minimum(slot, counts[:, None] - 1)
-        return cls(inverse=inverse, slots=order[position], valid=valid)
+        layout = cls(inverse=inverse, slots=order[position], valid=valid)
+        target = torch.device(device) if device is not None else labels.device
+        return layout if target == labels.device else layout.to(target)
+
+    def to(self, device: torch.device) -> ClassLayout:
+        """The same tables on ``device`` (asynchronous copies from host memory)."""
+
+        def move(table: Tensor) -> Tensor:
+            if table.device.type == "cpu" and device.type == "cuda":
+                table = table.pin_memory()
+            return table.to(device, non_blocking=True)
+
+        return ClassLayout(move(self.inverse), move(self.slots), move(self.valid))

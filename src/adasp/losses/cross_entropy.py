@@ -6,6 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from adasp.losses.pairwise import autocast_off
+from adasp.utils.checks import check_float
+
 
 class CrossEntropyLabelSmooth(nn.Module):
     """Cross-entropy against targets smoothed as ``(1 - ε)·onehot + ε/C``.
@@ -21,9 +24,7 @@ class CrossEntropyLabelSmooth(nn.Module):
 
     def __init__(self, epsilon: float = 0.1) -> None:
         super().__init__()
-        if not 0 <= epsilon < 1:
-            raise ValueError(f"epsilon must be in [0, 1), got {epsilon}")
-        self.epsilon = float(epsilon)
+        self.epsilon = check_float("epsilon", epsilon, 0, 1, high_open=True)
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
         if logits.dim() != 2 or not logits.is_floating_point():
@@ -42,15 +43,17 @@ class CrossEntropyLabelSmooth(nn.Module):
                 f"{logits.shape[0]} and {labels.shape[0]}"
             )
         num_classes = logits.shape[1]
-        labels = labels.to(logits.device)
+        # Checked where the labels are: on the CPU (as a loader gives them) this costs no wait
+        # for the GPU, and the copy below is asynchronous.
         if bool(((labels < 0) | (labels >= num_classes)).any()):
             raise ValueError(
                 f"labels must lie in [0, {num_classes}) for {num_classes} classes, got values "
                 f"from {int(labels.min())} to {int(labels.max())}; relabel training identities "
                 "to 0..n-1"
             )
+        labels = labels.to(logits.device, non_blocking=True)
         dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-        with torch.autocast(device_type=logits.device.type, enabled=False):
+        with autocast_off(logits):
             log_prob = F.log_softmax(logits.to(dtype), dim=1)
             nll = -log_prob.gather(1, labels[:, None]).squeeze(1)
             uniform = -log_prob.mean(dim=1)

@@ -3,30 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
-
-def distributed_world_size() -> int:
-    """The number of processes in the default group, or 1 outside ``torch.distributed``."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return 1
-
-
-def all_gather_rows(tensor: Tensor) -> tuple[list[Tensor], int]:
-    """Every rank's ``tensor`` (rows may differ in number), in rank order, and this rank."""
-    world = dist.get_world_size()
-    local_n = torch.tensor([tensor.shape[0]], device=tensor.device, dtype=torch.long)
-    counts = [torch.zeros_like(local_n) for _ in range(world)]
-    dist.all_gather(counts, local_n)
-    sizes = [int(c.item()) for c in counts]
-    max_n = max(sizes)
-    padded = tensor.new_zeros((max_n, *tensor.shape[1:]))
-    padded[: tensor.shape[0]] = tensor
-    buffers = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(buffers, padded.contiguous())
-    return [buf[:n] for buf, n in zip(buffers, sizes, strict=True)], dist.get_rank()
+from adasp.utils.distributed import all_gather_rows, distributed_world_size
 
 
 class _GatherWithLocalGrad(torch.autograd.Function):

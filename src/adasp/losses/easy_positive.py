@@ -8,6 +8,7 @@ from torch import Tensor
 
 from adasp.losses.base import MetricLoss
 from adasp.losses.pairwise import cosine_similarity_matrix, pair_masks
+from adasp.utils.checks import check_float
 
 
 class EPLoss(MetricLoss):
@@ -22,11 +23,11 @@ class EPLoss(MetricLoss):
 
     def __init__(self, sigma: float = 0.1, gather_distributed: bool = False) -> None:
         super().__init__(gather_distributed)
-        if not sigma > 0:
-            raise ValueError(f"sigma must be > 0, got {sigma}")
-        self.sigma = float(sigma)
+        self.sigma = check_float("sigma", sigma, 0, low_open=True)
 
-    def compute(self, features: Tensor, labels: Tensor) -> Tensor:
+    def compute(
+        self, features: Tensor, labels: Tensor, host_labels: Tensor | None = None
+    ) -> Tensor:
         sim = cosine_similarity_matrix(features)
         positive, negative, _ = pair_masks(labels)
         easiest_pos = torch.where(positive, sim, float("-inf")).amax(dim=1)

@@ -7,6 +7,7 @@ from torch import Tensor
 
 from adasp.losses.base import MetricLoss
 from adasp.losses.pairwise import cosine_similarity_matrix, pair_masks
+from adasp.utils.checks import check_float
 
 
 def _log1p_sum_exp(values: Tensor, mask: Tensor) -> Tensor:
@@ -42,14 +43,14 @@ class MultiSimilarityLoss(MetricLoss):
         gather_distributed: bool = False,
     ) -> None:
         super().__init__(gather_distributed)
-        if not (scale_pos > 0 and scale_neg > 0):
-            raise ValueError(f"scale_pos and scale_neg must be > 0, got {scale_pos}, {scale_neg}")
-        self.threshold = float(threshold)
-        self.margin = float(margin)
-        self.scale_pos = float(scale_pos)
-        self.scale_neg = float(scale_neg)
+        self.threshold = check_float("threshold", threshold)
+        self.margin = check_float("margin", margin)
+        self.scale_pos = check_float("scale_pos", scale_pos, 0, low_open=True)
+        self.scale_neg = check_float("scale_neg", scale_neg, 0, low_open=True)
 
-    def compute(self, features: Tensor, labels: Tensor) -> Tensor:
+    def compute(
+        self, features: Tensor, labels: Tensor, host_labels: Tensor | None = None
+    ) -> Tensor:
         sim = cosine_similarity_matrix(features)
         positive, negative, _ = pair_masks(labels)
         with torch.no_grad():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -9,12 +11,16 @@ from torch import Tensor
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
-def check_metric_inputs(features: Tensor, labels: Tensor) -> Tensor:
+def check_metric_inputs(features: Tensor, labels: Tensor, check_finite: bool = True) -> Tensor:
     """Validate a metric loss's inputs and return ``labels`` on the features' device.
 
     Args:
         features: ``(B, D)`` floating-point embeddings.
-        labels: ``(B,)`` integer identity labels (any values, any order).
+        labels: ``(B,)`` integer identity labels (any values, any order); when they are on
+            the CPU (pinned, as a loader gives them) the copy does not wait for the device.
+        check_finite: also refuse NaN/Inf features. This reads a value on the host, so it
+            waits for the device; a training loop that checks its loss on the device instead
+            (:class:`adasp.engine.Trainer`) turns it off.
 
     Raises:
         ValueError: naming the problem (shape, dtype, empty batch, non-finite values).
@@ -46,12 +52,12 @@ def check_metric_inputs(features: Tensor, labels: Tensor) -> Tensor:
         raise ValueError("empty batch: features and labels have no rows")
     if features.shape[1] == 0:
         raise ValueError("features have zero dimensions (shape (B, 0))")
-    if not _all_finite(features.detach()):
+    if check_finite and not _all_finite(features.detach()):
         raise ValueError(
             "features contain NaN or Inf values; check the model output (learning rate, AMP "
             "loss scaling) before the loss"
         )
-    return labels.to(features.device)
+    return labels.to(features.device, non_blocking=True)
 
 
 def _all_finite(tensor: Tensor) -> bool:
@@ -106,12 +112,14 @@ def masked_logsumexp(values: Tensor, mask: Tensor, dim: int) -> Tensor:
     return torch.where(mask, values, float("-inf")).logsumexp(dim=dim)
 
 
-def autocast_off(features: Tensor) -> torch.autocast:
+def autocast_off(features: Tensor) -> contextlib.AbstractContextManager:
     """A context that disables autocast on the features' device.
 
     The losses pick their own precision; autocast would otherwise run the similarity matmul in
-    half precision.
+    half precision. A device without autocast (e.g. ``meta``) gets a no-op context.
     """
+    if not torch.amp.is_autocast_available(features.device.type):
+        return contextlib.nullcontext()
     return torch.autocast(device_type=features.device.type, enabled=False)
 
 

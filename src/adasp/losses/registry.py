@@ -1,14 +1,16 @@
-"""A small registry of losses by name, and the weighted training objective built from it."""
+"""The loss registry, and the weighted training objective built from it."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from torch import Tensor, nn
 
+from adasp.errors import UserInputError
 from adasp.losses.circle import CircleLoss
 from adasp.losses.cross_entropy import CrossEntropyLabelSmooth
 from adasp.losses.easy_positive import EPLoss
@@ -16,53 +18,77 @@ from adasp.losses.multi_similarity import MultiSimilarityLoss
 from adasp.losses.sparse_pairwise import AdaSPLoss
 from adasp.losses.supcon import SupConLoss
 from adasp.losses.triplet import TripletLoss
+from adasp.registry import Registry
 
 
-def _sparse_pairwise(mode: str):
-    def build(**kwargs: Any) -> AdaSPLoss:
-        return AdaSPLoss(mode=mode, **kwargs)
+@dataclass(frozen=True)
+class LossInfo:
+    """What a loss declares about its options, registered with it (``LOSSES.info(name)``).
 
-    build.__wrapped__ = AdaSPLoss  # so option checks see AdaSPLoss's arguments
-    return build
+    Attributes:
+        from_config: options an experiment config sets from the key of the same name in its
+            ``loss`` section rather than from ``loss.options.<loss>``: the Sparse Pairwise
+            losses take ``temperature`` from ``loss.temperature``, so one key sweeps τ
+            whichever of them is trained.
+    """
+
+    from_config: tuple[str, ...] = ()
 
 
-#: Loss name -> constructor. Every constructor returns an ``nn.Module`` with ``input_key``.
-LOSSES: dict[str, Any] = {
-    "ce": CrossEntropyLabelSmooth,
-    "adasp": _sparse_pairwise("adasp"),
-    "sp-h": _sparse_pairwise("sp-h"),
-    "sp-lh": _sparse_pairwise("sp-lh"),
-    "triplet": TripletLoss,
-    "supcon": SupConLoss,
-    "ms": MultiSimilarityLoss,
-    "circle": CircleLoss,
-    "ep": EPLoss,
-}
+#: Loss name -> constructor. Every constructor returns an ``nn.Module`` with ``input_key``;
+#: its keyword arguments are the loss's options. Register your own with
+#: ``@LOSSES.register("name")`` (see :mod:`adasp.plugins`).
+LOSSES: Registry[Callable[..., nn.Module]] = Registry("loss")
+LOSSES.register("ce", CrossEntropyLabelSmooth)
+for _mode in ("adasp", "sp-h", "sp-lh"):
+    LOSSES.register(
+        _mode, partial(AdaSPLoss, mode=_mode), info=LossInfo(from_config=("temperature",))
+    )
+LOSSES.register("triplet", TripletLoss)
+LOSSES.register("supcon", SupConLoss)
+LOSSES.register("ms", MultiSimilarityLoss)
+LOSSES.register("circle", CircleLoss)
+LOSSES.register("ep", EPLoss)
 
 
 def loss_options(name: str) -> list[str]:
-    """The keyword options the loss ``name`` accepts."""
-    ctor = LOSSES[name]
-    target = getattr(ctor, "__wrapped__", ctor)
-    params = inspect.signature(target).parameters
-    return [p for p in params if p not in ("self", "mode")]
+    """The keyword options the loss ``name`` accepts, in its constructor's order.
+
+    Raises:
+        UserInputError: an unknown name, listing the allowed ones.
+    """
+    ctor = LOSSES.get(name)
+    # A partial's bound keywords (the Sparse Pairwise ``mode``) are fixed by the name.
+    fixed = ctor.keywords if isinstance(ctor, partial) else {}
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return [
+        p.name
+        for p in inspect.signature(ctor).parameters.values()
+        if p.name not in fixed and p.kind not in variadic
+    ]
+
+
+def options_from_config(name: str) -> tuple[str, ...]:
+    """The options of loss ``name`` that a config sets from its ``loss`` section (see
+    :class:`LossInfo`); ``()`` for a loss registered without a :class:`LossInfo`."""
+    info = LOSSES.info(name)
+    return info.from_config if isinstance(info, LossInfo) else ()
 
 
 def build_loss(name: str, **options: Any) -> nn.Module:
     """Construct the loss registered as ``name`` with keyword ``options``.
 
     Raises:
-        ValueError: for an unknown name or option, listing the allowed ones.
+        UserInputError: (a ``ValueError``) for an unknown name or option, listing the allowed
+            ones.
     """
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; allowed: {', '.join(sorted(LOSSES))}")
     allowed = loss_options(name)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ValueError(
+        raise UserInputError(
             f"loss {name!r} has no option {', '.join(unknown)}; allowed: {', '.join(allowed)}"
         )
-    return LOSSES[name](**options)
+    return LOSSES.get(name)(**options)
 
 
 @dataclass(frozen=True)
@@ -83,12 +109,25 @@ class Objective(nn.Module):
     one branch or eight (the AdaSP code weights MGN's 8 cross-entropies by 1/8 and its 5
     metric-loss inputs by 1/5).
 
+    ``labels`` may stay on the CPU while the outputs are on a GPU (``accepts_host_labels``):
+    every built-in loss then builds its index tables and checks its labels on the host and
+    copies them asynchronously, so the objective is queued without waiting for the device.
+
+    Args:
+        terms: the weighted losses.
+        check_finite: the metric losses refuse NaN/Inf features with a clear error. That
+            check reads a value on the host (a wait for the GPU per call); a training loop
+            that checks its loss on the device instead turns it off.
+
     Example:
         >>> objective = Objective([LossTerm("ce"), LossTerm("adasp", 0.1, {"temperature": 0.04})])
         >>> total, parts = objective({"features": f, "logits": z}, labels)
     """
 
-    def __init__(self, terms: Sequence[LossTerm]) -> None:
+    #: The trainer may pass the loader's (CPU) labels: see the class docstring.
+    accepts_host_labels = True
+
+    def __init__(self, terms: Sequence[LossTerm], check_finite: bool = True) -> None:
         super().__init__()
         if not terms:
             raise ValueError("an objective needs at least one loss term")
@@ -97,6 +136,9 @@ class Objective(nn.Module):
             raise ValueError(f"each loss may appear once in an objective, got {names}")
         self.terms = list(terms)
         self.losses = nn.ModuleDict({t.name: build_loss(t.name, **dict(t.options)) for t in terms})
+        for loss in self.losses.values():
+            if hasattr(loss, "check_finite"):
+                loss.check_finite = bool(check_finite)
 
     def forward(
         self, outputs: Mapping[str, Tensor | Sequence[Tensor]], labels: Tensor

@@ -30,6 +30,7 @@ from torch.autograd.function import once_differentiable
 from adasp.losses.base import MetricLoss
 from adasp.losses.class_layout import ClassLayout
 from adasp.losses.pairwise import autocast_off, check_metric_inputs, compute_dtype, zero_loss
+from adasp.utils.checks import check_float
 
 
 def adaptive_weight(hard: Tensor, least_hard: Tensor, scale: float) -> Tensor:
@@ -155,7 +156,7 @@ def sparse_pairwise_loss(
         0-dim tensor in compute dtype (float32 for half inputs): the mean over the classes in
         the batch; 0 for a single-class batch.
     """
-    _check_options(temperature, mode)
+    temperature = _check_options(temperature, mode)
     labels = check_metric_inputs(features, labels)
     with autocast_off(features):
         return _sparse_pairwise(features, labels, temperature, mode)
@@ -177,11 +178,11 @@ def sparse_pairwise_stats(
         ``hard`` (h_a), ``least_hard`` (l_a), ``negative`` (N_a = LSE_{b≠a} n_ab) and
         ``adaptive_weight`` (w_a).
     """
+    scale = 1.0 / check_float("temperature", temperature, 0, low_open=True)
     labels = check_metric_inputs(features, labels)
     layout = ClassLayout.from_labels(labels)
     if layout.num_classes < 2:
         raise ValueError("the Sparse Pairwise terms need at least two identities in the batch")
-    scale = 1.0 / temperature
     x = F.normalize(features.to(compute_dtype(features)), dim=1)
     with autocast_off(features):
         hard, least_hard, negative = _sparse_pairwise_terms(x, scale, layout).per_class
@@ -194,15 +195,25 @@ def sparse_pairwise_stats(
     }
 
 
-def _check_options(temperature: float, mode: str) -> None:
+def _check_options(temperature: float, mode: str) -> float:
+    """The temperature as a float, after checking it and the mode."""
     if mode not in POSITIVE_WEIGHTS:
         raise ValueError(f"unknown mode {mode!r}; allowed: {', '.join(sorted(POSITIVE_WEIGHTS))}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    return check_float("temperature", temperature, 0, low_open=True)
 
 
-def _sparse_pairwise(features: Tensor, labels: Tensor, temperature: float, mode: str) -> Tensor:
-    layout = ClassLayout.from_labels(labels)
+def _sparse_pairwise(
+    features: Tensor,
+    labels: Tensor,
+    temperature: float,
+    mode: str,
+    host_labels: Tensor | None = None,
+) -> Tensor:
+    # The layout's shape depends on the label values: built from host labels when there are
+    # some, it is known without waiting for the device.
+    layout = ClassLayout.from_labels(
+        host_labels if host_labels is not None else labels, device=features.device
+    )
     if layout.num_classes < 2:
         return zero_loss(features)
     x = F.normalize(features.to(compute_dtype(features)), dim=1)
@@ -217,18 +228,23 @@ class AdaSPLoss(MetricLoss):
         mode: ``"adasp"`` (adaptive positive), ``"sp-h"`` (hard-hard) or ``"sp-lh"``
             (least-hard).
         gather_distributed: gather features and labels from all DDP ranks first.
+
+    Raises:
+        ValueError: an unknown mode, or a temperature that is not a finite number > 0 (every
+            loss checks its float options this way, with :func:`adasp.utils.checks.check_float`).
     """
 
     def __init__(
         self, temperature: float = 0.04, mode: str = "adasp", gather_distributed: bool = False
     ) -> None:
         super().__init__(gather_distributed)
-        _check_options(temperature, mode)
-        self.temperature = float(temperature)
+        self.temperature = _check_options(temperature, mode)
         self.mode = mode
 
-    def compute(self, features: Tensor, labels: Tensor) -> Tensor:
-        return _sparse_pairwise(features, labels, self.temperature, self.mode)
+    def compute(
+        self, features: Tensor, labels: Tensor, host_labels: Tensor | None = None
+    ) -> Tensor:
+        return _sparse_pairwise(features, labels, self.temperature, self.mode, host_labels)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, mode={self.mode!r}"

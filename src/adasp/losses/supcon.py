@@ -7,6 +7,7 @@ from torch import Tensor
 
 from adasp.losses.base import MetricLoss
 from adasp.losses.pairwise import cosine_similarity_matrix, masked_logsumexp, pair_masks
+from adasp.utils.checks import check_float
 
 
 class SupConLoss(MetricLoss):
@@ -20,11 +21,11 @@ class SupConLoss(MetricLoss):
 
     def __init__(self, temperature: float = 0.07, gather_distributed: bool = False) -> None:
         super().__init__(gather_distributed)
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = float(temperature)
+        self.temperature = check_float("temperature", temperature, 0, low_open=True)
 
-    def compute(self, features: Tensor, labels: Tensor) -> Tensor:
+    def compute(
+        self, features: Tensor, labels: Tensor, host_labels: Tensor | None = None
+    ) -> Tensor:
         logits = cosine_similarity_matrix(features) / self.temperature
         positive, _, not_self = pair_masks(labels)
         log_prob = logits - masked_logsumexp(logits, not_self, dim=1)[:, None]

@@ -8,6 +8,7 @@ from torch import Tensor
 
 from adasp.losses.base import MetricLoss
 from adasp.losses.pairwise import euclidean_distance_matrix, same_identity_mask
+from adasp.utils.checks import check_float
 
 
 class TripletLoss(MetricLoss):
@@ -27,12 +28,12 @@ class TripletLoss(MetricLoss):
         self, margin: float = 0.3, normalize: bool = False, gather_distributed: bool = False
     ) -> None:
         super().__init__(gather_distributed)
-        if margin < 0:
-            raise ValueError(f"margin must be >= 0 (0 selects the soft margin), got {margin}")
-        self.margin = float(margin)
+        self.margin = check_float("margin", margin, 0, note="0 selects the soft margin")
         self.normalize = bool(normalize)
 
-    def compute(self, features: Tensor, labels: Tensor) -> Tensor:
+    def compute(
+        self, features: Tensor, labels: Tensor, host_labels: Tensor | None = None
+    ) -> Tensor:
         if self.normalize:
             features = F.normalize(features, dim=1)
         dist = euclidean_distance_matrix(features)

@@ -22,7 +22,7 @@ from adasp.models.pooling import POOLINGS, AvgPool, GeMPool, MaxPool, build_pool
 from adasp.models.registry import BACKBONES, HEADS, build_backbone, build_model
 from adasp.models.reid_model import ReIDModel
 from adasp.models.resnet import ResNet
-from adasp.models.speed import prepare_model
+from adasp.models.speed import prepare_model, unwrap_model
 from adasp.models.timm_backbone import TimmBackbone
 from adasp.models.weights import LoadReport, load_pretrained, read_state_dict
 
@@ -54,5 +54,6 @@ __all__ = [
     "prepare_model",
     "read_onnx_metadata",
     "read_state_dict",
+    "unwrap_model",
     "verify_onnx",
 ]

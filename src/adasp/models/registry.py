@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -15,58 +15,58 @@ from adasp.errors import UserInputError
 from adasp.models.head import BNNeck, GlobalHead, check_neck_options
 from adasp.models.ibn import resnet18_ibn_a, resnet34_ibn_a, resnet50_ibn_a, resnet101_ibn_a
 from adasp.models.mgn import MGNHead, build_mgn
+from adasp.models.mobilenet import mobilenet_v2
 from adasp.models.pooling import build_pooling
 from adasp.models.reid_model import ReIDModel
 from adasp.models.resnet import resnet18, resnet34, resnet50, resnet101, resnet152
 from adasp.models.timm_backbone import TimmBackbone
 from adasp.models.weights import load_pretrained
+from adasp.registry import Registry
 
 log = logging.getLogger(__name__)
 
 TIMM_PREFIX = "timm:"
 
 
-class BackboneRegistry(Mapping[str, Callable[..., nn.Module]]):
+def _is_timm(name: object) -> bool:
+    return isinstance(name, str) and name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX)
+
+
+class BackboneRegistry(Registry[Callable[..., nn.Module]]):
     """Backbone name -> builder ``builder(*, last_stride=1, **options) -> nn.Module``.
 
-    Holds the built-in names; any ``"timm:<name>"`` is also a key (a builder of that timm
-    model), although iteration lists only the built-in names.
+    A :class:`~adasp.registry.Registry` of the built-in names in which any ``"timm:<name>"``
+    is also found (a builder of that timm model), although iteration lists only the
+    registered names.
     """
 
-    def __init__(self, builders: Mapping[str, Callable[..., nn.Module]]) -> None:
-        self._builders = dict(builders)
-
-    def __getitem__(self, name: str) -> Callable[..., nn.Module]:
-        if isinstance(name, str) and name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX):
+    def get(self, name: str) -> Callable[..., nn.Module]:
+        if _is_timm(name):
             return partial(TimmBackbone, name[len(TIMM_PREFIX) :])
-        return self._builders[name]
+        return super().get(name)
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._builders)
-
-    def __len__(self) -> int:
-        return len(self._builders)
+    def __contains__(self, name: object) -> bool:
+        return _is_timm(name) or super().__contains__(name)
 
     def names(self) -> list[str]:
-        """The built-in names and the ``timm:<name>`` pattern, for messages and help."""
-        return [*self._builders, f"{TIMM_PREFIX}<name>"]
+        """The registered names and the ``timm:<name>`` pattern, for messages and help."""
+        return [*super().names(), f"{TIMM_PREFIX}<name>"]
 
 
-#: Every backbone by name. ``mgn`` is MGN on ResNet50-IBN-a (it brings its own head).
-BACKBONES = BackboneRegistry(
-    {
-        "resnet18": resnet18,
-        "resnet34": resnet34,
-        "resnet50": resnet50,
-        "resnet101": resnet101,
-        "resnet152": resnet152,
-        "resnet18_ibn_a": resnet18_ibn_a,
-        "resnet34_ibn_a": resnet34_ibn_a,
-        "resnet50_ibn_a": resnet50_ibn_a,
-        "resnet101_ibn_a": resnet101_ibn_a,
-        "mgn": build_mgn,
-    }
-)
+#: Every backbone by name. ``mgn`` is MGN on ResNet50-IBN-a (it brings its own head). Register
+#: your own with ``@BACKBONES.register("name")`` (see :mod:`adasp.plugins`).
+BACKBONES = BackboneRegistry("backbone")
+BACKBONES.register("resnet18", resnet18)
+BACKBONES.register("resnet34", resnet34)
+BACKBONES.register("resnet50", resnet50)
+BACKBONES.register("resnet101", resnet101)
+BACKBONES.register("resnet152", resnet152)
+BACKBONES.register("resnet18_ibn_a", resnet18_ibn_a)
+BACKBONES.register("resnet34_ibn_a", resnet34_ibn_a)
+BACKBONES.register("resnet50_ibn_a", resnet50_ibn_a)
+BACKBONES.register("resnet101_ibn_a", resnet101_ibn_a)
+BACKBONES.register("mgn", build_mgn)
+BACKBONES.register("mobilenet_v2", mobilenet_v2)
 
 
 def build_backbone(name: str, *, last_stride: int = 1, **options: Any) -> nn.Module:
@@ -75,10 +75,8 @@ def build_backbone(name: str, *, last_stride: int = 1, **options: Any) -> nn.Mod
     Raises:
         UserInputError: unknown name or option, listing the allowed ones.
     """
-    if name not in BACKBONES:
-        raise UserInputError(f"unknown backbone {name!r}; allowed: {', '.join(BACKBONES.names())}")
-    builder = BACKBONES[name]
-    if not name.startswith(TIMM_PREFIX):
+    builder = BACKBONES.get(name)
+    if not _is_timm(name):
         allowed = [p for p in inspect.signature(builder).parameters if p != "last_stride"]
         unknown = sorted(set(options) - set(allowed))
         if unknown:

@@ -59,3 +59,9 @@ def prepare_model(
         else:
             log.warning("torch.compile is applied on CUDA only; running eagerly on %s", device)
     return model
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The model inside a DDP wrapper or a ``torch.compile`` wrapper (or the model itself)."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return getattr(model, "module", model)  # DDP

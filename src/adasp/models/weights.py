@@ -7,7 +7,8 @@ is refused instead of executed. The state dict may be wrapped under ``"state_dic
 re-identification model whose backbone keys start with ``backbone.``.
 
 Layouts: torchvision's ResNet names and the IBN-Net release's IBN-a names load as they are;
-MGN and timm backbones map them onto their own names (``remap_state_dict``).
+MGN and timm backbones map them onto their own names (``remap_state_dict``); MobileNetV2
+renames weights in another implementation's names by position (``state_dict_renames``).
 
 Every load returns a :class:`LoadReport` of missing and unexpected keys and logs a one-line
 summary. ``num_batches_tracked`` buffers missing from old files are not reported: they do
@@ -48,12 +49,15 @@ class LoadReport:
         loaded: number of tensors copied into the backbone.
         missing: backbone keys the file did not provide (left at their initial values).
         unexpected: file keys the backbone has no place for (e.g. ``fc.weight``).
+        renamed: ``(file key, backbone key)`` pairs the backbone renamed before loading
+            (MobileNetV2 weights in another implementation's names, mapped by position).
     """
 
     source: str
     loaded: int
     missing: tuple[str, ...]
     unexpected: tuple[str, ...]
+    renamed: tuple[tuple[str, str], ...] = ()
 
     def summary(self) -> str:
         """One line: what was loaded, and the missing and unexpected keys (abbreviated)."""
@@ -64,9 +68,13 @@ class LoadReport:
                 f" ({shown}{', ...' if len(names) > 6 else ''})" if names else ""
             )
 
+        renamed = ""
+        if self.renamed:
+            first = self.renamed[0]
+            renamed = f"; renamed {len(self.renamed)} by position ({first[0]} -> {first[1]}, ...)"
         return (
             f"loaded {self.loaded} tensors from {self.source}; missing {keys(self.missing)}; "
-            f"unexpected {keys(self.unexpected)}"
+            f"unexpected {keys(self.unexpected)}{renamed}"
         )
 
 
@@ -110,22 +118,73 @@ def _read_torch(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        # The weights-only unpickler names a refused class in a torch.save file ("Unsupported
+        # global: GLOBAL x"), but a plain pickle.dump file fails earlier ("Unsupported operand
+        # N", the wording of torch 2.6-2.14), as a file that is no pickle at all does: read
+        # the stream's opcodes (never executing them) to tell which it is.
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-        if found is None:
+        name = found.group(1) if found else pickled_global(path)
+        if name is None:
             raise UserInputError(
                 f"could not read {path} as a PyTorch weights file (not a checkpoint, or corrupted)"
             ) from error
+        if not name:
+            raise UserInputError(
+                f"could not read {path} as a PyTorch weights file: it is a Python pickle of "
+                "plain values without tensors (pickle.dump, not torch.save)"
+            ) from error
+        what = (
+            "it holds Python objects other than tensors"
+            if found
+            else "it is a plain Python pickle (pickle.dump, not torch.save) holding Python objects"
+        )
         raise UserInputError(
-            f"refused to load {path}: it holds Python objects other than tensors "
-            f"({found.group(1)}), and unpickling them could run arbitrary code. Where you "
-            "trust the file, load it and save only the state dict "
-            "(torch.save(model.state_dict(), 'weights.pth')), or convert it to .safetensors."
+            f"refused to load {path}: {what} ({name}) and was not loaded, for safety: "
+            "unpickling them could run arbitrary code. Where you trust the file, load it and "
+            "save only the state dict (torch.save(model.state_dict(), 'weights.pth')), or "
+            "convert it to .safetensors."
         ) from error
     except (RuntimeError, OSError, EOFError, ValueError) as error:
         raise UserInputError(
             f"could not read {path} as a PyTorch weights file (truncated or not a "
             f"checkpoint?): {type(error).__name__}: {str(error).splitlines()[0]}"
         ) from error
+
+
+#: Pickle opcodes that import a global (a class or function) by name.
+_GLOBAL_OPCODES = frozenset({"GLOBAL", "STACK_GLOBAL", "INST"})
+
+
+def pickled_global(path: str | os.PathLike) -> str | None:
+    """The first class or function a pickle file would import, read without unpickling.
+
+    ``path`` may be a plain pickle or a ``torch.save`` zip archive (its ``data.pkl`` is read).
+    Returns ``"module.name"`` (``"a class"`` where the name comes from the memo), ``""`` for a
+    pickle of plain values only, and None when the file is not a pickle.
+    """
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                inner = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                if inner is None:
+                    return None
+                data = archive.read(inner)
+        else:
+            data = Path(path).read_bytes()
+        strings: list[str] = []
+        for opcode, arg, _ in pickletools.genops(data):
+            if opcode.name in _GLOBAL_OPCODES:
+                if isinstance(arg, str):  # GLOBAL and INST: "module name"
+                    return arg.replace(" ", ".")
+                return ".".join(strings[-2:]) if len(strings) >= 2 else "a class"
+            if isinstance(arg, str):
+                strings.append(arg)
+        return ""
+    except (ValueError, OSError, zipfile.BadZipFile, KeyError, EOFError):
+        return None
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
@@ -164,14 +223,19 @@ def load_state_into(
 ) -> LoadReport:
     """Copy ``state_dict`` into ``backbone`` by name and report what did not match.
 
-    The state dict goes through wrapper-prefix stripping and the backbone's
-    ``remap_state_dict`` (if it has one) first.
+    The state dict goes through wrapper-prefix stripping, the backbone's
+    ``state_dict_renames`` (file key -> backbone key, reported in ``LoadReport.renamed``) and
+    its ``remap_state_dict`` (if it has them) first.
 
     Raises:
         UserInputError: a tensor's shape differs from the backbone's (the keys are named), or
             no key of the file matches the backbone (wrong file for this architecture).
     """
     state = strip_wrapper_prefixes(state_dict)
+    renames = getattr(backbone, "state_dict_renames", None)
+    renamed = renames(state) if renames is not None else {}
+    if renamed:
+        state = {renamed.get(k, k): v for k, v in state.items()}
     remap = getattr(backbone, "remap_state_dict", None)
     if remap is not None:
         state = remap(state)
@@ -200,7 +264,7 @@ def load_state_into(
         k for k in expected if k not in matched and not k.endswith("num_batches_tracked")
     )
     unexpected = tuple(k for k in state if k not in expected)
-    report = LoadReport(source, len(matched), missing, unexpected)
+    report = LoadReport(source, len(matched), missing, unexpected, tuple(renamed.items()))
     log.log(logging.WARNING if missing else logging.INFO, "%s", report.summary())
     return report
 
@@ -233,9 +297,10 @@ def download_weights(url: str) -> Path:
 def load_pretrained(backbone: nn.Module, pretrained: str | os.PathLike) -> LoadReport:
     """Load ``pretrained`` into ``backbone``: ``"imagenet"`` or a weights file path.
 
-    ``"imagenet"`` uses the backbone's own source: torchvision's (ResNets) or IBN-Net's
-    (IBN-a, MGN) release file, downloaded once into torch's hub cache, or timm's download
-    (timm backbones).
+    ``"imagenet"`` uses the backbone's own source: torchvision's (ResNets, MobileNetV2) or
+    IBN-Net's (IBN-a, MGN) release file, downloaded once into torch's hub cache, or timm's
+    download (timm backbones). Where the download fails, a backbone with an
+    ``offline_imagenet_file()`` (MobileNetV2: the file of the ``pretrained`` extra) loads that.
 
     Returns:
         The :class:`LoadReport`; a one-line summary is also logged (warning level when keys
@@ -251,6 +316,22 @@ def load_pretrained(backbone: nn.Module, pretrained: str | os.PathLike) -> LoadR
                 f"no ImageNet weights are published for {type(backbone).__name__}; "
                 "pass a weights file path or pretrained=None"
             )
-        path = download_weights(url)
+        path = _imagenet_file(backbone, url)
         return load_state_into(backbone, read_state_dict(path), str(path))
     return load_state_into(backbone, read_state_dict(pretrained), str(pretrained))
+
+
+def _imagenet_file(backbone: nn.Module, url: str) -> Path:
+    """The cached or downloaded file at ``url``; else the backbone's offline file, if any."""
+    try:
+        return download_weights(url)
+    except UserInputError as download_error:
+        offline = getattr(backbone, "offline_imagenet_file", None)
+        if offline is None:
+            raise
+        try:
+            path = offline()
+        except UserInputError as offline_error:
+            raise UserInputError(f"{download_error} Offline: {offline_error}") from offline_error
+        log.warning("could not download %s; using the offline ImageNet weights %s", url, path)
+        return path

@@ -16,57 +16,17 @@ non-matches. Queries with no remaining match are skipped and counted.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from adasp.errors import UserInputError
+from adasp.evaluation.inputs import as_ids, as_tensor, check_choice, resolve_chunk_size
 from adasp.evaluation.match_ranks import match_ranks
 
 #: Average-precision variants; see :func:`evaluate_ranking`.
 AP_MODES = ("standard", "trapezoid")
-
-#: Default number of distance-matrix elements evaluated at once (rows × gallery size): one
-#: block is ~64 MB of float32, whatever the matrix size.
-DEFAULT_CHUNK_ELEMENTS = 1 << 24
-
-
-def as_tensor(values: Any, name: str, device: torch.device | str | None = None) -> torch.Tensor:
-    """``values`` (numpy array, torch tensor, or sequence) as a tensor, on ``device`` if given."""
-    if isinstance(values, torch.Tensor):
-        tensor = values
-    else:
-        try:
-            tensor = torch.as_tensor(np.asarray(values))
-        except (TypeError, ValueError) as error:
-            raise UserInputError(f"{name} must be a numeric array; got {type(values)!r}") from error
-    return tensor if device is None else tensor.to(device)
-
-
-def as_ids(values: Any, name: str, length: int | None = None, device=None) -> torch.Tensor:
-    """Integer identity or camera labels as a 1-D int64 tensor of the expected ``length``."""
-    ids = as_tensor(values, name, device)
-    if ids.dim() != 1:
-        raise UserInputError(f"{name} must be 1-D; got shape {tuple(ids.shape)}")
-    if length is not None and ids.numel() != length:
-        raise UserInputError(
-            f"{name} has {ids.numel()} entries but the distance matrix / features need {length}"
-        )
-    if ids.dtype.is_floating_point:
-        if not torch.equal(ids, ids.round()):
-            raise UserInputError(f"{name} must hold integer labels; got non-integer values")
-    elif ids.dtype == torch.bool or ids.is_complex():
-        raise UserInputError(f"{name} must hold integer labels; got dtype {ids.dtype}")
-    return ids.to(torch.int64)
-
-
-def check_choice(value: str, allowed: Sequence[str], name: str) -> str:
-    """``value`` if it is one of ``allowed``, else a UserInputError listing the choices."""
-    if value not in allowed:
-        raise UserInputError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-    return value
 
 
 def _as_distances(distances: torch.Tensor) -> torch.Tensor:
@@ -136,6 +96,9 @@ class RankingEvaluator:
         self._cmc_counts = torch.zeros(self.max_rank, dtype=torch.int64)
         self.num_queries = 0
         self.num_valid_queries = 0
+        # Why queries had no valid match (reported when none has one): their identity is the
+        # junk id, is absent from the gallery, or has only same-camera gallery items.
+        self._no_match = {"junk": 0, "absent": 0, "same_camera": 0}
 
     def add(self, distances: Any, q_pids: Any, q_camids: Any) -> None:
         """Evaluate a block of queries: ``distances`` ``(B, G)``, ``q_pids``/``q_camids`` ``(B,)``.
@@ -177,13 +140,65 @@ class RankingEvaluator:
         valid = ~torch.isnan(ap)
         self.num_queries += rows
         self.num_valid_queries += int(valid.sum())
+        if not bool(valid.all()):
+            self._count_no_match(q_pids[~valid])
         self._ap.append(ap.cpu())
         self._inp.append(inp.cpu())
         first = first[valid].clamp(max=self.max_rank).cpu()
         self._cmc_counts += torch.bincount(first, minlength=self.max_rank + 1)[: self.max_rank]
 
+    def _count_no_match(self, pids: torch.Tensor) -> None:
+        """Count the queries of identities ``pids`` (that have no valid match) by cause."""
+        junk = (
+            pids == self.junk_pid
+            if self.junk_pid is not None
+            else torch.zeros_like(pids, dtype=torch.bool)
+        )
+        in_gallery = torch.searchsorted(self._sorted_pids, pids, right=True) > torch.searchsorted(
+            self._sorted_pids, pids
+        )
+        self._no_match["junk"] += int(junk.sum())
+        self._no_match["absent"] += int((~junk & ~in_gallery).sum())
+        self._no_match["same_camera"] += int((~junk & in_gallery).sum())
+
+    def _no_valid_query_message(self) -> str:
+        if self.num_queries == 0:
+            return "there are no queries to evaluate: the query set is empty"
+        counts = self._no_match
+
+        def have(n: int) -> str:
+            return f"{n} {'has' if n == 1 else 'have'}"
+
+        causes = []
+        if counts["same_camera"]:
+            causes.append(
+                f"{have(counts['same_camera'])} gallery images of their identity only from "
+                "their own camera (removed by the same-camera filter of the Market protocol; "
+                "if the camera ids are not real cameras, evaluate with camera_filter=False)"
+            )
+        if counts["absent"]:
+            causes.append(f"{have(counts['absent'])} an identity absent from the gallery")
+        if counts["junk"]:
+            causes.append(
+                f"{have(counts['junk'])} the junk identity {self.junk_pid} (junk gallery "
+                "images are removed from every ranking)"
+            )
+        queries = f"{self.num_queries} {'query' if self.num_queries == 1 else 'queries'}"
+        return (
+            f"no query has a valid match in the gallery: of {queries}, "
+            + "; ".join(causes)
+            + ". Check that query and gallery hold the same identities, seen by other cameras"
+        )
+
     def result(self) -> dict[str, Any]:
-        """The metrics over every query added so far (see :func:`evaluate_ranking`)."""
+        """The metrics over every query added so far (see :func:`evaluate_ranking`).
+
+        Raises:
+            UserInputError: no query has a valid match (or there are no queries); the message
+                says how many queries there were and which filtering removed their matches.
+        """
+        if self.num_valid_queries == 0:
+            raise UserInputError(self._no_valid_query_message())
         ap = torch.cat(self._ap).numpy() if self._ap else np.zeros(0)
         inp = torch.cat(self._inp).numpy() if self._inp else np.zeros(0)
         valid = self.num_valid_queries
@@ -266,8 +281,9 @@ def evaluate_ranking(
     - INP: ``M / r_M`` (Ye et al., 2021).
 
     Queries without any match are skipped: they count in ``num_queries`` but not in
-    ``num_valid_queries`` nor in the means. If no query is valid, every metric is 0 and
-    ``num_valid_queries`` is 0 (no exception: check that field).
+    ``num_valid_queries`` nor in the means. If no query is valid, a :class:`UserInputError`
+    says how many queries there were and why they have no match (same-camera filter, identity
+    absent from the gallery, junk identity): a metric of 0 would read as a model failure.
 
     Args:
         distmat: ``(Q, G)`` numpy array or torch tensor (CPU or CUDA), any real dtype.
@@ -311,33 +327,11 @@ def evaluate_ranking(
     return evaluator.result()
 
 
-def resolve_chunk_size(chunk_size: int | None, num_gallery: int) -> int:
-    """Query rows per step: ``chunk_size``, or about :data:`DEFAULT_CHUNK_ELEMENTS` / G."""
-    if chunk_size is None:
-        return max(1, DEFAULT_CHUNK_ELEMENTS // max(num_gallery, 1))
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)):
-        raise UserInputError(f"chunk_size must be a positive integer or None; got {chunk_size!r}")
-    if chunk_size < 1:
-        raise UserInputError(f"chunk_size must be a positive integer or None; got {chunk_size}")
-    return int(chunk_size)
-
-
 def summarize(result: dict[str, Any]) -> dict[str, float]:
-    """The headline numbers of an evaluation result, as fractions in [0, 1].
+    """The headline numbers of an evaluation result, as fractions in [0, 1]:
+    ``{"mAP", "rank1", "rank5", "rank10", "mINP", "num_valid_queries"}`` (the dict form of
+    :class:`~adasp.evaluation.results.RankingMetrics`); a rank-k beyond the length of the
+    result's CMC curve is NaN."""
+    from adasp.evaluation.results import RankingMetrics
 
-    Returns ``{"mAP", "rank1", "rank5", "rank10", "mINP", "num_valid_queries"}``; a rank-k
-    beyond the length of the result's CMC curve is NaN.
-    """
-    try:
-        cmc = np.asarray(result["cmc"], dtype=np.float64)
-        summary = {"mAP": float(result["mAP"])}
-        for k in (1, 5, 10):
-            summary[f"rank{k}"] = float(cmc[k - 1]) if cmc.size >= k else math.nan
-        summary["mINP"] = float(result["mINP"])
-        summary["num_valid_queries"] = int(result["num_valid_queries"])
-    except (KeyError, TypeError) as error:
-        raise UserInputError(
-            "summarize() needs a result of evaluate_ranking/evaluate_features with keys "
-            f"mAP, cmc, mINP, num_valid_queries; got {error}"
-        ) from error
-    return summary
+    return RankingMetrics.from_result(result).as_dict()

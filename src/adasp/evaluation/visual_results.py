@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from adasp.engine.config import ExperimentConfig
-from adasp.engine.evaluator import TestSetResult
 from adasp.errors import UserInputError
+from adasp.evaluation.results import TestSetResult
 
 #: Extra neighbours fetched per query so that the top-k survive the removal of junk items.
 JUNK_MARGIN = 100
@@ -16,36 +15,47 @@ JUNK_MARGIN = 100
 
 def write_visual_results(
     result: TestSetResult,
-    dataset: object,
-    config: ExperimentConfig,
     out_dir: str | Path,
     num_queries: int,
     topk: int = 10,
+    *,
+    metric: str = "cosine",
+    rerank: bool = False,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    **_other_metric_options: object,
 ) -> list[Path]:
     """Ranked-list PNGs of ``num_queries`` queries (spread over the query list) and the CMC.
 
-    Needs a single-split result (its ``details`` hold the features and the metric result).
+    Needs a single-split result evaluated with ``keep_details=True`` (its ``details`` hold
+    the embeddings, the metric result and the dataset). The metric options are those the
+    result was computed with (e.g. ``**evaluator.metric_options``), so the pictures show the
+    ranking the metrics saw.
+
+    Raises:
+        UserInputError: a result of several draws, or one without details.
     """
     from adasp.evaluation import plot_cmc, save_ranked_lists, search
 
-    if "features" not in result.details or "result" not in result.details:
+    if result.details is None:
         raise UserInputError(
             f"--visualize draws single query/gallery splits; {result.name} is evaluated over "
-            "several draws"
+            "several draws (or was evaluated without keep_details=True)"
         )
     out = Path(out_dir)
-    features = result.details["features"]
+    features, dataset = result.details.features, result.details.dataset
     query, gallery = list(dataset.query), list(dataset.gallery)
     nq = len(query)
     chosen = np.unique(np.linspace(0, nq - 1, min(num_queries, nq)).round().astype(int))
-    if config.eval.rerank:
-        ranked = _reranked_rows(features[:nq], features[nq:], chosen, config)
+    if rerank:
+        ranked = _reranked_rows(features[:nq], features[nq:], chosen, metric, k1, k2, lambda_value)
     else:
         _, ranked = search(
             features[:nq][chosen],
             features[nq:],
             topk=min(len(gallery), topk + JUNK_MARGIN),
-            metric=config.eval.metric,
+            metric=metric,
         )
     picked = [query[i] for i in chosen]
     written = save_ranked_lists(
@@ -62,7 +72,7 @@ def write_visual_results(
         camera_filter=dataset.camera_filter,
     )
     cmc_path = plot_cmc(
-        result.details["result"]["cmc"],
+        result.details.result["cmc"],
         out / "cmc.png",
         label=result.name,
         title=f"CMC: {result.name}",
@@ -70,7 +80,9 @@ def write_visual_results(
     return [*written, cmc_path]
 
 
-def _reranked_rows(query, gallery, chosen: np.ndarray, config: ExperimentConfig) -> np.ndarray:
+def _reranked_rows(
+    query, gallery, chosen: np.ndarray, metric: str, k1: int, k2: int, lambda_value: float
+) -> np.ndarray:
     """Re-ranked distances ``(len(chosen), G)`` of the chosen queries, as the metrics saw them
     (k-reciprocal neighbours depend on all queries, so the whole query set is re-ranked)."""
     import torch
@@ -78,9 +90,8 @@ def _reranked_rows(query, gallery, chosen: np.ndarray, config: ExperimentConfig)
     from adasp.evaluation import reranked_distance_chunks
 
     rows = []
-    e = config.eval
     chunks = reranked_distance_chunks(
-        query, gallery, k1=e.k1, k2=e.k2, lambda_value=e.lambda_value, metric=e.metric
+        query, gallery, k1=k1, k2=k2, lambda_value=lambda_value, metric=metric
     )
     for block_rows, block in chunks:
         inside = chosen[(chosen >= block_rows.start) & (chosen < block_rows.stop)]

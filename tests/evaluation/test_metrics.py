@@ -35,12 +35,13 @@ def test_matches_loop_reference_on_random_cases(ties, ap_mode):
             trial % 3 == 0,
         )
         for camera_filter in (True, False):
-            ours = evaluate_ranking(
-                *case, max_rank=12, camera_filter=camera_filter, ap_mode=ap_mode, chunk_size=4
-            )
-            reference = naive_evaluate(
-                *case, max_rank=12, camera_filter=camera_filter, ap_mode=ap_mode
-            )
+            options = {"max_rank": 12, "camera_filter": camera_filter, "ap_mode": ap_mode}
+            reference = naive_evaluate(*case, **options)
+            if reference["num_valid_queries"] == 0:
+                with pytest.raises(UserInputError, match="no query has a valid match"):
+                    evaluate_ranking(*case, **options, chunk_size=4)
+                continue
+            ours = evaluate_ranking(*case, **options, chunk_size=4)
             assert_same(ours, reference)
             assert ours["num_queries"] == num_q
 
@@ -134,11 +135,63 @@ def test_query_without_valid_match_is_skipped_and_counted():
     assert np.isnan(result["ap"][1]) and np.isnan(result["ap"][2])
 
 
-def test_no_valid_query_gives_zeros():
-    result = evaluate_ranking(np.ones((2, 3)), [5, 6], [1, 2, 3], [0, 0], [0, 0, 0], max_rank=5)
-    assert result["num_valid_queries"] == 0 and result["num_queries"] == 2
-    assert result["mAP"] == 0.0 and result["mINP"] == 0.0
-    np.testing.assert_array_equal(result["cmc"], np.zeros(5))
+def test_no_valid_query_is_an_error_saying_why():
+    # Identities 5 and 6 are not in the gallery: a mAP of 0 would read as a model failure.
+    with pytest.raises(UserInputError) as error:
+        evaluate_ranking(np.ones((2, 3)), [5, 6], [1, 2, 3], [0, 0], [0, 0, 0], max_rank=5)
+    assert str(error.value) == (
+        "no query has a valid match in the gallery: of 2 queries, 2 have an identity absent "
+        "from the gallery. Check that query and gallery hold the same identities, seen by "
+        "other cameras"
+    )
+
+
+def test_no_valid_query_counts_every_cause():
+    # q0: only a same-camera match; q1: absent; q2, q3: the junk identity -1.
+    dist = np.ones((4, 3))
+    args = ([1, 9, -1, -1], [1, 2, -1], [0, 0, 0, 0], [0, 1, 1])
+    with pytest.raises(UserInputError) as error:
+        evaluate_ranking(dist, *args, chunk_size=1)
+    message = str(error.value)
+    assert message.startswith("no query has a valid match in the gallery: of 4 queries, ")
+    assert "1 has gallery images of their identity only from their own camera" in message
+    assert "same-camera filter" in message and "camera_filter=False" in message
+    assert "1 has an identity absent from the gallery" in message
+    assert "2 have the junk identity -1" in message
+    assert "\n" not in message
+    # Without the camera filter q0 is valid, and only it is.
+    result = evaluate_ranking(dist, *args, camera_filter=False)
+    assert result["num_valid_queries"] == 1 and result["num_queries"] == 4
+
+
+def test_one_valid_query_is_enough_and_empty_query_sets_are_errors():
+    evaluator = RankingEvaluator([1, 2], [1, 1])
+    evaluator.add(np.ones((1, 2)), [7], [0])  # absent
+    evaluator.add(np.ones((0, 2)), [], [])
+    with pytest.raises(UserInputError, match="of 1 query, 1 has an identity absent"):
+        evaluator.result()
+    evaluator.add(np.ones((1, 2)), [2], [0])
+    assert evaluator.result()["num_valid_queries"] == 1
+    with pytest.raises(UserInputError, match="no queries to evaluate: the query set is empty"):
+        evaluate_ranking(np.ones((0, 2)), [], [1, 2], [], [0, 0])
+
+
+def test_draw_protocols_still_work_and_name_an_empty_draw():
+    from adasp.evaluation.protocols import evaluate_draws
+
+    rng = np.random.default_rng(3)
+    pids = np.repeat(np.arange(6), 3)
+    features = rng.normal(size=(18, 4)) + pids[:, None]
+    camids = np.zeros(18, dtype=int)
+    draws = []
+    for offset in range(3):  # one query per identity, the rest as gallery
+        query = np.arange(offset, 18, 3)
+        draws.append((query, np.setdiff1d(np.arange(18), query)))
+    metrics = evaluate_draws(features, pids, camids, draws)
+    assert metrics.mean.num_valid_queries == 6
+    bad = [draws[0], (np.array([0]), np.arange(3, 18))]  # identity 0 not in that gallery
+    with pytest.raises(UserInputError, match="no query has a valid match"):
+        evaluate_draws(features, pids, camids, bad)
 
 
 def test_gallery_shorter_than_max_rank_keeps_last_value():
@@ -153,7 +206,8 @@ def test_one_camera_only_leaves_no_valid_query_unless_filter_off():
     dist = rng.random((4, 10))
     q_pids, g_pids = np.array([1, 2, 3, 4]), np.repeat([1, 2, 3, 4, 5], 2)
     cams_q, cams_g = np.zeros(4, int), np.zeros(10, int)
-    assert evaluate_ranking(dist, q_pids, g_pids, cams_q, cams_g)["num_valid_queries"] == 0
+    with pytest.raises(UserInputError, match="of 4 queries, 4 have gallery images of their"):
+        evaluate_ranking(dist, q_pids, g_pids, cams_q, cams_g)
     unfiltered = evaluate_ranking(dist, q_pids, g_pids, cams_q, cams_g, camera_filter=False)
     assert unfiltered["num_valid_queries"] == 4
     assert_same(
@@ -217,7 +271,7 @@ def test_summarize():
     assert all(0 <= summary[k] <= 1 for k in ("mAP", "rank1", "rank5", "rank10", "mINP"))
     short = summarize(evaluate_ranking(*random_case(rng, 5, 20, 3, 2), max_rank=3))
     assert np.isnan(short["rank5"]) and not np.isnan(short["rank1"])
-    with pytest.raises(UserInputError, match="summarize"):
+    with pytest.raises(UserInputError, match="needs the keys mAP, cmc"):
         summarize({"cmc": [1.0]})
 
 

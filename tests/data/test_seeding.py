@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from adasp.engine.seeded_loading import SeededBatches, SeededDataset, mix_seed
+from adasp.data.seeding import SeededBatches, SeededDataset, mix_seed
 
 
 class RandomItems(Dataset):

@@ -1,0 +1,227 @@
+"""Run folders: one writer at a time, finished runs kept, output locations checked up front.
+
+- :class:`RunFolderLock` — an exclusive OS lock (``fcntl.flock``) on ``RUN/.adasp.lock``,
+  held by the one process that writes the folder. The kernel releases it when the process
+  dies, so a SIGKILLed run never leaves a stale lock; the file records who holds it, for the
+  message the next writer gets.
+- :func:`check_run_outputs` — a folder holding a run's outputs is refused unless the user
+  resumes it or asks to overwrite it.
+- :func:`prepare_output_dir`, :func:`check_output_file` — every command checks that it can
+  write where it was told to before it does any work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import time
+from pathlib import Path
+from types import TracebackType
+
+from adasp.errors import UserInputError
+
+#: The lock file inside a run folder.
+LOCK_NAME = ".adasp.lock"
+
+#: Files whose presence marks a folder as holding a run.
+RUN_OUTPUTS = ("model.pt", "metrics.json", "config.yaml", "log.jsonl")
+
+#: What ``--overwrite`` removes besides :data:`RUN_OUTPUTS`.
+RUN_FOLDERS = ("checkpoints", "tensorboard")
+
+
+class RunFolderBusy(UserInputError):
+    """Another process is writing the run folder."""
+
+
+def _problem(error: OSError) -> str:
+    if error.errno == errno.EROFS:
+        return "it is on a read-only file system"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if error.errno == errno.ENOSPC:
+        return "no space left on the device"
+    return error.strerror or str(error)
+
+
+def _first_existing(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path("/")
+
+
+def prepare_output_dir(
+    path: str | os.PathLike, what: str = "--output", option: str | None = None
+) -> Path:
+    """Create the output folder ``path`` if needed and check that files can be written in it.
+
+    Raises:
+        UserInputError: one line naming the path and the problem (it is a file, it lies under
+            a file, it is on a read-only file system, permission denied).
+    """
+    folder = Path(path).expanduser()
+    existing = _first_existing(folder)
+    if not existing.is_dir():
+        where = "is a file" if existing == folder else f"lies under {existing}, which is a file"
+        raise UserInputError(f"{what} {folder} {where}; choose a folder path for {option or what}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with contextlib.ExitStack() as stack:
+            import tempfile
+
+            probe = stack.enter_context(tempfile.TemporaryFile(dir=folder))
+            probe.write(b"x")
+    except OSError as error:
+        raise UserInputError(
+            f"cannot write into {what} {folder}: {_problem(error)}; choose another {option or what}"
+        ) from None
+    return folder
+
+
+def check_output_file(path: str | os.PathLike, what: str = "--output") -> Path:
+    """Check that the file ``path`` can be written (its folder is created if needed), before any
+    work is done. An existing file is allowed (it is replaced atomically at the end).
+
+    Raises:
+        UserInputError: ``path`` is a folder, or its folder cannot be written.
+    """
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise UserInputError(f"{what} {target} is a folder; give a file path for {what}")
+    prepare_output_dir(target.parent, what=f"the folder of {what}", option=what)
+    return target
+
+
+def is_run_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is (or was being made) a training run folder."""
+    folder = Path(path)
+    return (folder / LOCK_NAME).exists() or any(
+        (folder / name).exists() for name in (*RUN_OUTPUTS, *RUN_FOLDERS)
+    )
+
+
+class RunFolderLock:
+    """An exclusive lock on a run folder, for ``with`` or :meth:`acquire`/:meth:`release`.
+
+    Args:
+        folder: the run folder (created if missing).
+        enabled: False makes every call a no-op (DDP ranks other than 0).
+
+    Raises:
+        RunFolderBusy: on :meth:`acquire`, when another live process holds the folder; the
+            message names it and when it started.
+    """
+
+    def __init__(self, folder: str | os.PathLike, enabled: bool = True) -> None:
+        self.folder = Path(folder).expanduser()
+        self.enabled = enabled
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> RunFolderLock:
+        if not self.enabled or self._fd is not None:
+            return self
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): one writer is the user's responsibility
+            return self
+        prepare_output_dir(self.folder)
+        path = self.folder / LOCK_NAME
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:  # a folder by that name, another user's file...
+            problem = "it is a folder" if error.errno == errno.EISDIR else _problem(error)
+            raise UserInputError(
+                f"cannot open the lock file {path} of {self.folder}: {problem}; remove it, "
+                "or choose another --output"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").split()
+            os.close(fd)
+            pid = holder[0] if holder else "?"
+            started = " ".join(holder[1:]) if len(holder) > 1 else "an unknown time"
+            raise RunFolderBusy(
+                f"{self.folder} is in use by process {pid} (started at {started}); wait for it "
+                "or choose another --output"
+            ) from None
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {stamp}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        import fcntl
+
+        # The file stays: removing it would let a third process lock a new inode while a
+        # second one still waits on the old.
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> RunFolderLock:
+        return self.acquire()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.release()
+
+
+def lock_if_run_folder(folder: str | os.PathLike, enabled: bool = True) -> RunFolderLock:
+    """A held :class:`RunFolderLock` on ``folder`` if it is a run folder, else a no-op lock
+    (commands that write a file into any folder lock it only when a run lives there)."""
+    return RunFolderLock(folder, enabled=enabled and is_run_folder(folder)).acquire()
+
+
+def check_run_outputs(folder: str | os.PathLike, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a run in a folder that already holds one, unless told what to do.
+
+    With ``overwrite`` the previous run's files are removed (call it holding the lock).
+
+    Raises:
+        UserInputError: the folder holds run outputs and neither ``resume`` nor ``overwrite``
+            is set; or ``resume`` is set but only the outputs of a finished run remain (its
+            ``checkpoints/`` was deleted), so there is nothing to continue from.
+    """
+    folder = Path(folder).expanduser()
+    found = [name for name in RUN_OUTPUTS if (folder / name).exists()]
+    checkpoint = folder / "checkpoints" / "last.pt"
+    if overwrite:
+        for name in RUN_OUTPUTS:
+            (folder / name).unlink(missing_ok=True)
+        for name in RUN_FOLDERS:
+            shutil.rmtree(folder / name, ignore_errors=True)
+        return
+    if resume:
+        finished = {"model.pt", "metrics.json"} & set(found)
+        if finished and not checkpoint.exists():
+            raise UserInputError(
+                f"{folder} holds a finished run ({', '.join(sorted(finished))}) but no "
+                f"{checkpoint.relative_to(folder)} to resume from; choose another --output, or "
+                "pass --overwrite to train it again from the start"
+            )
+        return
+    if found or checkpoint.exists():
+        names = found + (["checkpoints/last.pt"] if checkpoint.exists() else [])
+        raise UserInputError(
+            f"{folder} already holds a run ({', '.join(names)}); pass --resume to continue it, "
+            "or choose another --output (--overwrite replaces it)"
+        )

@@ -1,0 +1,69 @@
+"""The few ``torch.distributed`` collectives shared by losses, evaluation and the engine.
+
+Each works outside a process group too (a group of one), so library code calls them without
+asking whether it runs under ``torchrun``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+def distributed_world_size() -> int:
+    """The number of processes in the default group, or 1 outside ``torch.distributed``."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+def distributed_rank() -> int:
+    """This process's rank in the default group, or 0 outside ``torch.distributed``."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return 0
+
+
+def all_gather_rows(tensor: Tensor) -> tuple[list[Tensor], int]:
+    """Every rank's ``tensor`` (rows may differ in number), in rank order, and this rank.
+
+    Needs an initialised process group.
+    """
+    world = dist.get_world_size()
+    local_n = torch.tensor([tensor.shape[0]], device=tensor.device, dtype=torch.long)
+    counts = [torch.zeros_like(local_n) for _ in range(world)]
+    dist.all_gather(counts, local_n)
+    sizes = torch.cat(counts).tolist()  # one host read for all ranks' counts
+    max_n = max(sizes)
+    padded = tensor.new_zeros((max_n, *tensor.shape[1:]))
+    padded[: tensor.shape[0]] = tensor
+    buffers = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(buffers, padded.contiguous())
+    return [buf[:n] for buf, n in zip(buffers, sizes, strict=True)], dist.get_rank()
+
+
+def gather_rows(tensor: Tensor) -> Tensor:
+    """Every rank's rows (counts may differ) concatenated in rank order, on every rank, on
+    ``tensor``'s device; ``tensor`` itself outside a process group."""
+    if distributed_world_size() == 1:
+        return tensor
+    # NCCL gathers CUDA tensors only, gloo CPU tensors: use the backend's device.
+    device = (
+        torch.device("cuda", torch.cuda.current_device())
+        if dist.get_backend() == "nccl"
+        else torch.device("cpu")
+    )
+    parts, _ = all_gather_rows(tensor.to(device))
+    return torch.cat(parts).to(tensor.device)
+
+
+def broadcast_from_main(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (``obj`` itself outside a process group)."""
+    if distributed_world_size() == 1:
+        return obj
+    holder = [obj if distributed_rank() == 0 else None]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
