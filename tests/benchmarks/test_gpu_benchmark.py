@@ -8,7 +8,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import PROJECT_ROOT
+
+# The whole benchmark script in a subprocess: outside the fast loop.
+pytestmark = pytest.mark.slow
 
 SCRIPT = PROJECT_ROOT / "benchmarks" / "gpu.py"
 SECTIONS = {

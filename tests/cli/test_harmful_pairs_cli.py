@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from adasp.cli import main
 
 
@@ -64,6 +66,7 @@ def test_bad_input_is_one_clear_line(capsys):
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_python_dash_m_entry_point():
     proc = subprocess.run(
         [sys.executable, "-m", "adasp", "harmful-pairs", "--trials", "50", "--json"],

@@ -79,6 +79,7 @@ def test_search_two_folders_with_a_checkpoint(trained_run, tmp_path, pku_subset,
     assert results.read_text().count("\n") > 28
 
 
+@pytest.mark.slow
 def test_export_onnx_says_it_verified(trained_run, tmp_path, capsys):
     path = tmp_path / "model.onnx"
     assert (

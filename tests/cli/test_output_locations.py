@@ -242,6 +242,7 @@ def test_an_output_on_a_read_only_file_system(
     assert work == [] and list(mount.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", COMMANDS)
 def test_an_output_in_a_run_folder_another_process_writes(command, inputs, work, tmp_path, capsys):
     run = tmp_path / "run"

@@ -11,6 +11,9 @@ import pytest
 from adasp.cli import main
 from tests.engine.conftest import tiny_overrides
 
+# Two-process torchrun training runs: minutes on a busy CPU, so outside the fast loop.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("ce_weight", ["1.0", "0.0"], ids=["ce+adasp", "adasp-alone"])

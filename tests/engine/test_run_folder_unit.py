@@ -231,6 +231,7 @@ def test_a_disabled_lock_does_nothing(tmp_path):
     assert not folder.exists()
 
 
+@pytest.mark.slow
 def test_a_lock_held_by_another_process_is_refused_naming_it(tmp_path):
     folder = tmp_path / "run"
     with lock_held_elsewhere(folder) as holder:
@@ -244,6 +245,7 @@ def test_a_lock_held_by_another_process_is_refused_naming_it(tmp_path):
         assert (folder / LOCK_NAME).read_text().split()[0] == str(holder.pid)
 
 
+@pytest.mark.slow
 def test_a_sigkilled_holder_leaves_no_stale_lock(tmp_path):
     folder = tmp_path / "run"
     with lock_held_elsewhere(folder) as holder:
@@ -306,6 +308,7 @@ def test_lock_if_run_folder_locks_run_folders_only(tmp_path):
     assert not lock_if_run_folder(tmp_path / "run-model.pt", enabled=False).held
 
 
+@pytest.mark.slow
 def test_lock_if_run_folder_refuses_a_busy_run_folder(tmp_path):
     run = tmp_path / "run"
     with lock_held_elsewhere(run) as holder:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 
+import pytest
+
 from adasp.cli import main
 from tests.engine.conftest import tiny_overrides
 
@@ -15,6 +17,7 @@ def _overrides(root):
     ]
 
 
+@pytest.mark.slow
 def test_temperature_sweep_is_resumable_and_reported_like_table_s4(
     tmp_path, synthetic_root, capsys
 ):
@@ -38,6 +41,7 @@ def test_temperature_sweep_is_resumable_and_reported_like_table_s4(
     assert (out / "plots" / "mAP_vs_loss_temperature.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_loss_by_instances_sweep_reported_like_figure_s1(tmp_path, synthetic_root):
     out = tmp_path / "figure-s1"
     args = ["sweep", "--config", "quickstart", "--grid", "loss.name=sp-h,adasp,triplet",
@@ -60,6 +64,7 @@ def test_loss_by_instances_sweep_reported_like_figure_s1(tmp_path, synthetic_roo
     assert any(float(r["harmful/triplet"]) > 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_sweep_refuses_another_grid_in_the_same_folder(tmp_path, synthetic_root, capsys):
     out = tmp_path / "s"
     base = ["sweep", "--config", "quickstart", "--output", str(out), *_overrides(synthetic_root)]
@@ -68,6 +73,7 @@ def test_sweep_refuses_another_grid_in_the_same_folder(tmp_path, synthetic_root,
     assert "holds a different sweep" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_sweep_runs_as_separate_processes(tmp_path, synthetic_root):
     out = tmp_path / "p"
     args = ["sweep", "--config", "quickstart", "--grid", "loss.name+loss.weight=sp-lh+0.5",
@@ -80,6 +86,7 @@ def test_sweep_runs_as_separate_processes(tmp_path, synthetic_root):
     assert rows[0]["loss.name+loss.weight"] == "sp-lh+0.5"
 
 
+@pytest.mark.slow
 def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, synthetic_root, capsys):
     out = tmp_path / "f"
     # The folder format finds no train/query/gallery under the synthetic cache: that run fails.

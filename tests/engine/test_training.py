@@ -29,6 +29,7 @@ def _train(tmp_path, root, name, extra=()):
     return out
 
 
+@pytest.mark.slow
 def test_train_writes_every_output_and_evaluate_reproduces_its_metrics(
     tmp_path, synthetic_root, capsys
 ):
@@ -57,6 +58,7 @@ def test_train_writes_every_output_and_evaluate_reproduces_its_metrics(
         assert evaluated[key] == pytest.approx(metrics[key], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_training_improves_over_the_untrained_model(tmp_path, synthetic_root):
     # A larger set than the other tests': more batches per epoch, so 6 epochs take mAP well
     # clear of the untrained model's (measured 0.27 untrained, 0.39 trained).
@@ -75,6 +77,7 @@ def _cli(*args):
     return [sys.executable, "-m", "adasp", *args]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_killed_and_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path, synthetic_root):
     common = [*tiny_overrides(synthetic_root), "schedule.epochs=3", "train.checkpoint_every_iters=1",
@@ -111,6 +114,7 @@ def test_killed_and_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path,
     assert steps == list(range(1, steps[-1] + 1))
 
 
+@pytest.mark.slow
 def test_output_folder_of_another_run_is_not_overwritten(tmp_path, synthetic_root, capsys):
     out = _train(tmp_path, synthetic_root, "run", ["schedule.epochs=1"])
     before = (out / "checkpoints" / "last.pt").read_bytes()
@@ -131,6 +135,7 @@ def test_output_folder_of_another_run_is_not_overwritten(tmp_path, synthetic_roo
     assert (out / "checkpoints" / "last.pt").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_resume_accepts_changed_evaluation_settings(tmp_path, synthetic_root, capsys):
     out = _train(tmp_path, synthetic_root, "run", ["schedule.epochs=1"])
     cosine = json.loads((out / "metrics.json").read_text())
@@ -150,6 +155,7 @@ def test_resume_accepts_changed_evaluation_settings(tmp_path, synthetic_root, ca
         assert evaluated[key] == pytest.approx(resumed[key], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_different_config(tmp_path, synthetic_root, capsys):
     out = _train(tmp_path, synthetic_root, "run", ["schedule.epochs=1"])
     code = main(["train", "--config", "quickstart", "--output", str(out), "--resume",
@@ -158,6 +164,7 @@ def test_resume_refuses_a_different_config(tmp_path, synthetic_root, capsys):
     assert "loss.weight: saved 1.0, now 0.5" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_naming_the_step_and_term(tmp_path, synthetic_root, monkeypatch):
     config = load_config(
         "quickstart", [*tiny_overrides(synthetic_root), "train.checkpoint_every_iters=1"]
@@ -193,6 +200,7 @@ def test_config_errors_are_one_line(tmp_path, capsys):
     )
 
 
+@pytest.mark.slow
 def test_training_on_the_real_subset_through_folder(tmp_path, pku_subset):
     out = tmp_path / "pku"
     overrides = [
@@ -207,6 +215,7 @@ def test_training_on_the_real_subset_through_folder(tmp_path, pku_subset):
     assert metrics["test_set"] == "folder" and metrics["num_valid_queries"] == 28
 
 
+@pytest.mark.slow
 def test_backbone_stays_frozen_for_the_first_iterations(tmp_path, synthetic_root):
     overrides = [*tiny_overrides(synthetic_root), "schedule.epochs=1", "train.eval_every=0",
                  "schedule.freeze_backbone_iters=100"]  # fmt: skip

@@ -40,6 +40,7 @@ def _worker(rank: int, init_file: str, results) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_gathered_loss_equals_single_process_global_batch(tmp_path):
     manager = mp.Manager()

@@ -34,6 +34,7 @@ def exported(tmp_path_factory):
     return model, path
 
 
+@pytest.mark.slow
 def test_onnx_embeddings_equal_pytorch(exported):
     model, path = exported
     assert model.training  # the mode is restored after export
@@ -47,6 +48,7 @@ def test_onnx_embeddings_equal_pytorch(exported):
     assert not list(path.parent.glob(".*.tmp"))  # written atomically
 
 
+@pytest.mark.slow
 def test_verify_raises_when_the_model_changed(exported):
     model, path = exported
     changed = build_model("resnet18", 5, pooling="gem", embedding_dim=64)
@@ -55,6 +57,7 @@ def test_verify_raises_when_the_model_changed(exported):
     assert verify_onnx(model, path, image_size=SIZE, batch_size=1) <= 1e-4
 
 
+@pytest.mark.slow
 def test_normalisation_inside_the_graph(tmp_path):
     model = build_model("resnet18_ibn_a", 0, neck_feat="before")
     path = export_onnx(
@@ -70,6 +73,7 @@ def test_normalisation_inside_the_graph(tmp_path):
         verify_onnx(model, path, image_size=SIZE, normalization=((0.5,) * 3, (0.5,) * 3))
 
 
+@pytest.mark.slow
 def test_normalization_shorthand_records_the_given_statistics(exported, tmp_path):
     model, outside = exported
     with pytest.raises(UserInputError, match="as outside the graph"):
