@@ -14,40 +14,22 @@ import adasp
 
 PACKAGE = Path(adasp.__file__).parent
 
+_BASE = {"errors", "registry", "utils"}
+_LIBRARY = _BASE | {"losses", "data", "models", "evaluation", "analysis"}
+
 #: What each package may import (besides itself). Lower layers never import higher ones.
 ALLOWED = {
     "errors": set(),
     "registry": {"errors", "plugins"},
     "plugins": {"errors", "registry"},
     "utils": {"errors"},
-    "losses": {"errors", "registry", "utils"},
-    "data": {"errors", "registry", "utils"},
-    "models": {"errors", "registry", "utils"},
-    "evaluation": {"errors", "registry", "utils", "data", "models"},
-    "analysis": {"errors", "registry", "utils", "losses", "data", "models", "evaluation"},
-    "engine": {
-        "errors",
-        "registry",
-        "plugins",
-        "utils",
-        "losses",
-        "data",
-        "models",
-        "evaluation",
-        "analysis",
-    },
-    "cli": {
-        "errors",
-        "registry",
-        "plugins",
-        "utils",
-        "losses",
-        "data",
-        "models",
-        "evaluation",
-        "analysis",
-        "engine",
-    },
+    "losses": _BASE,
+    "data": _BASE,
+    "models": _BASE,
+    "evaluation": _BASE | {"data", "models"},
+    "analysis": _BASE | {"losses", "data", "models", "evaluation"},
+    "engine": _LIBRARY | {"plugins"},
+    "cli": _LIBRARY | {"plugins", "engine"},
 }
 
 

@@ -109,3 +109,16 @@ def test_report_baseline_is_parsed_and_applied(tmp_path, capsys):
 
     assert main(["report", str(tmp_path), "--baseline", "loss.name=circle"]) == 2
     assert "loss.name has no value 'circle'" in capsys.readouterr().err
+
+
+def test_a_sweep_grows_by_more_seeds_but_no_other_change(tmp_path, no_training, capsys):
+    grid = ["--grid", "loss.name=adasp,triplet"]
+    assert _sweep(tmp_path / "s", *grid, "--seeds", "2") == 0
+    assert _sweep(tmp_path / "s", *grid, "--seeds", "4") == 0  # two more seeds per cell
+    manifest = json.loads((tmp_path / "s" / "sweep.json").read_text())
+    assert manifest["grid"][-1]["values"] == ["0", "1", "2", "3"]
+    assert len(manifest["runs"]) == 8
+    # Fewer seeds, or any other axis changed, is another sweep.
+    assert _sweep(tmp_path / "s", *grid, "--seeds", "3") == 2
+    assert _sweep(tmp_path / "s", "--grid", "loss.name=adasp,ms", "--seeds", "4") == 2
+    assert "holds a different sweep" in capsys.readouterr().err

@@ -99,6 +99,33 @@ def parse_grid(spec: str) -> GridAxis:
     return axis
 
 
+def _digest(configs: Sequence[Any], without_seed: bool) -> str:
+    """A short hash of the runs' resolved configs (seeds removed and duplicates merged when
+    ``without_seed``)."""
+    resolved = []
+    for config in configs:
+        values = config.to_dict()
+        if without_seed:
+            values["train"].pop("seed", None)
+        if not without_seed or values not in resolved:
+            resolved.append(values)
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _adds_seeds(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> bool:
+    """Whether grid ``new`` is grid ``old`` with more values appended to its seed axis (the
+    runs already in the folder keep their names, so the sweep grows in place)."""
+    if [a["key"] for a in old] != [a["key"] for a in new]:
+        return False
+    for before, after in zip(old, new, strict=True):
+        if before["values"] == after["values"]:
+            continue
+        grown = after["values"][: len(before["values"])] == before["values"]
+        if before["key"] != SEED_KEY or not grown:
+            return False
+    return True
+
+
 def seed_axis(count: int) -> GridAxis:
     """The axis ``train.seed=0,1,...,count-1`` of ``adasp sweep --seeds count``.
 
@@ -212,9 +239,10 @@ class Sweep:
                 configs.append(load_config(self.config_path, [*self.overrides, *run.overrides]))
             except ConfigError as error:
                 raise ConfigError(f"sweep run {run.name}: {error}") from None
-        # What the runs compute: a preset edited between two invocations is detected.
-        resolved = json.dumps([c.to_dict() for c in configs], sort_keys=True)
-        self.config_digest = hashlib.sha256(resolved.encode()).hexdigest()[:16]
+        # What the runs compute: a preset edited between two invocations is detected. The
+        # seed is left out, so that adding seeds to a sweep keeps its digest.
+        self.config_digest = _digest(configs, without_seed=True)
+        self._digest_with_seeds = _digest(configs, without_seed=False)  # sweeps before 0.2
 
     def manifest(self) -> dict[str, Any]:
         return {
@@ -240,12 +268,15 @@ class Sweep:
                 Path(str(old.get("config"))).name == Path(manifest["config"]).name
                 and "config_digest" in old
             )
-            if not same_config or {k: old.get(k) for k in keys} != {k: manifest[k] for k in keys}:
+            same = {k: old.get(k) for k in keys} == {k: manifest[k] for k in keys}
+            if not same_config or not (same or _adds_seeds(old["grid"], manifest["grid"])):
                 raise UserInputError(
                     f"{self.output} holds a different sweep ({path}); use another --output or "
-                    "the same --config, overrides and --grid options"
+                    "the same --config, overrides and --grid options (only more seeds may be "
+                    "added: --seeds N with a larger N)"
                 )
-            if old.get("config_digest", self.config_digest) != self.config_digest:
+            digest = old.get("config_digest", self.config_digest)
+            if digest not in (self.config_digest, self._digest_with_seeds):
                 raise UserInputError(
                     f"the preset {self.config_path} (or a preset it inherits) changed since the "
                     f"sweep in {self.output} started, so its runs would mix two configurations; "
