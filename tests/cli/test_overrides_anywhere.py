@@ -99,3 +99,15 @@ def test_a_command_without_overrides_says_so(capsys):
     message = capsys.readouterr().err
     assert "unrecognized arguments: loss.temperature=0.1" in message
     assert "adasp search takes no key=value config overrides" in message
+
+
+def test_warnings_are_one_line_like_errors():
+    import warnings
+
+    from adasp.cli import _one_line_warnings
+
+    original = warnings.formatwarning
+    with _one_line_warnings("train"):
+        text = warnings.formatwarning("clamped to 1", UserWarning, "/x/config.py", 12)
+    assert text == "adasp train: warning: clamped to 1\n"
+    assert warnings.formatwarning is original

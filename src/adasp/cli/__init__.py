@@ -11,10 +11,12 @@ command runs (see :mod:`adasp.plugins`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import re
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 
 from adasp import __version__
 from adasp.errors import UserInputError
@@ -115,13 +117,35 @@ def _command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.A
     return parser
 
 
+@contextlib.contextmanager
+def _one_line_warnings(command: str, enabled: bool = True) -> Iterator[None]:
+    """Show warnings as ``adasp COMMAND: warning: MESSAGE`` (no source line), as errors are.
+
+    Only the formatting changes, so code that records warnings (``catch_warnings``) still does.
+    """
+    if not enabled:
+        yield
+        return
+    original = warnings.formatwarning
+
+    def one_line(message, category, filename, lineno, line=None):
+        return f"adasp {command}: warning: {message}\n"
+
+    warnings.formatwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = original
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``adasp`` and ``python -m adasp``; returns the exit status."""
     parser = build_parser()
     args = parse_command_line(argv, parser)
     try:
-        load_plugins([*args.plugins, *args.command_plugins])
-        return int(args.run(args) or 0)
+        with _one_line_warnings(args.command, enabled=not args.debug):
+            load_plugins([*args.plugins, *args.command_plugins])
+            return int(args.run(args) or 0)
     except UserInputError as error:
         if args.debug:
             raise
