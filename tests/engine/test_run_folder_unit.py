@@ -25,6 +25,7 @@ from adasp.engine.run_folder import (
     is_run_folder,
     lock_if_run_folder,
     prepare_output_dir,
+    remove_run_outputs,
 )
 from adasp.errors import UserInputError
 
@@ -385,14 +386,15 @@ def test_resume_of_a_finished_run_without_checkpoint_is_refused(tmp_path, finish
     )
 
 
-@pytest.mark.parametrize("resume", [False, True])
-def test_overwrite_removes_the_run_and_nothing_else(tmp_path, resume):
+def test_overwrite_removes_the_run_and_nothing_else(tmp_path):
     folder = tmp_path / "run"
     run_files = [*RUN_OUTPUTS, "checkpoints/last.pt", "checkpoints/.last.pt.1.tmp",
                  "tensorboard/events.out"]  # fmt: skip
     _fill(folder, [*run_files, "notes.txt", "eval/metrics.json", LOCK_NAME])
     with RunFolderLock(folder):
-        check_run_outputs(folder, resume=resume, overwrite=True)
+        check_run_outputs(folder, resume=False, overwrite=True)  # allowed, nothing removed yet
+        assert all((folder / name).exists() for name in run_files)
+        remove_run_outputs(folder)  # what the trainer does when the new run starts writing
     left = sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
     assert left == sorted([LOCK_NAME, "eval", "eval/metrics.json", "notes.txt"])
     check_run_outputs(folder, resume=False, overwrite=False)  # free to start again

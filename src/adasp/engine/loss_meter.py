@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from adasp.errors import UserInputError
+
 
 @dataclass(frozen=True)
 class LossReading:
@@ -59,12 +61,18 @@ class LossMeter:
         """Accumulate one step's values without waiting for the device.
 
         Args:
-            parts: each term's 0-dim loss (the names given at construction).
+            parts: each term's loss, one value each (the names given at construction).
             total: the 0-dim weighted sum that is back-propagated.
             step: a 0-dim int64 tensor on the device holding this step's number (a host
                 integer would be copied to the device every step).
         """
-        values = torch.stack([parts[n].detach() for n in self.names[:-1]] + [total.detach()])
+        if len(parts) != len(self.names) - 1 or any(n not in parts for n in self.names[:-1]):
+            raise UserInputError(
+                f"the objective returned the loss terms {sorted(parts)} after "
+                f"{sorted(self.names[:-1])}; an objective must return the same terms every step"
+            )
+        terms = [parts[n] for n in self.names[:-1]] + [total]
+        values = torch.stack([t.detach().reshape(()).to(self.device) for t in terms])
         values = values.to(torch.float64)
         self._sums += values
         self._count += 1

@@ -66,7 +66,8 @@ def prepare_output_dir(
     existing = _first_existing(folder)
     if not existing.is_dir():
         where = "is a file" if existing == folder else f"lies under {existing}, which is a file"
-        raise UserInputError(f"{what} {folder} {where}; choose a folder path for {option or what}")
+        fix = f"choose another {option}" if option else f"choose a folder path for {what}"
+        raise UserInputError(f"{what} {folder} {where}; {fix}")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as stack:
@@ -194,7 +195,8 @@ def lock_if_run_folder(folder: str | os.PathLike, enabled: bool = True) -> RunFo
 def check_run_outputs(folder: str | os.PathLike, *, resume: bool, overwrite: bool) -> None:
     """Refuse to start a run in a folder that already holds one, unless told what to do.
 
-    With ``overwrite`` the previous run's files are removed (call it holding the lock).
+    With ``overwrite`` nothing is refused; the caller removes the previous run with
+    :func:`remove_run_outputs` when the new one starts writing.
 
     Raises:
         UserInputError: the folder holds run outputs and neither ``resume`` nor ``overwrite``
@@ -205,11 +207,7 @@ def check_run_outputs(folder: str | os.PathLike, *, resume: bool, overwrite: boo
     found = [name for name in RUN_OUTPUTS if (folder / name).exists()]
     checkpoint = folder / "checkpoints" / "last.pt"
     if overwrite:
-        for name in RUN_OUTPUTS:
-            (folder / name).unlink(missing_ok=True)
-        for name in RUN_FOLDERS:
-            shutil.rmtree(folder / name, ignore_errors=True)
-        return
+        return  # the caller removes the old run (remove_run_outputs) when it starts writing
     if resume:
         finished = {"model.pt", "metrics.json"} & set(found)
         if finished and not checkpoint.exists():
@@ -225,3 +223,20 @@ def check_run_outputs(folder: str | os.PathLike, *, resume: bool, overwrite: boo
             f"{folder} already holds a run ({', '.join(names)}); pass --resume to continue it, "
             "or choose another --output (--overwrite replaces it)"
         )
+
+
+def remove_run_outputs(folder: str | os.PathLike) -> None:
+    """Remove a run's outputs (:data:`RUN_OUTPUTS`, :data:`RUN_FOLDERS`) from ``folder``, for
+    ``--overwrite``; other files stay. Call it holding the folder's lock."""
+    folder = Path(folder).expanduser()
+    try:
+        for name in RUN_OUTPUTS:
+            (folder / name).unlink(missing_ok=True)
+        for name in RUN_FOLDERS:
+            if (folder / name).exists():
+                shutil.rmtree(folder / name)
+    except OSError as error:
+        raise UserInputError(
+            f"--overwrite could not remove the previous run's {error.filename}: {_problem(error)}; "
+            "remove it yourself or choose another --output"
+        ) from None

@@ -51,7 +51,7 @@ from adasp.engine.distributed import (
     init_distributed,
 )
 from adasp.engine.loss_meter import LossMeter
-from adasp.engine.run_folder import RunFolderLock, check_run_outputs
+from adasp.engine.run_folder import RunFolderLock, check_run_outputs, remove_run_outputs
 from adasp.engine.run_log import RunLog
 from adasp.engine.schedule import LRSchedule
 from adasp.errors import UserInputError
@@ -181,14 +181,20 @@ def claim_run_folder(
     Raises:
         UserInputError: the folder is busy, unwritable, or holds a run not to be replaced.
     """
+    if resume and overwrite:
+        raise UserInputError("--resume continues a run and --overwrite replaces it; pass one")
     lock = RunFolderLock(folder, enabled=ctx.is_main)
     error: UserInputError | None = None
     if ctx.is_main:
         try:
             lock.acquire()
             check_run_outputs(folder, resume=resume, overwrite=overwrite)
-        except UserInputError as caught:
+        except BaseException as caught:
             lock.release()
+            if isinstance(caught, OSError):
+                caught = UserInputError(f"cannot use {folder} as a run folder: {caught}")
+            elif not isinstance(caught, UserInputError):
+                raise
             error = caught
     message = broadcast_object(str(error) if error is not None else None, ctx)
     if error is not None:
@@ -289,45 +295,48 @@ class Trainer:
             if run_folder_lock is not None
             else claim_run_folder(self.output_dir, self.ctx, resume=resume, overwrite=overwrite)
         )
-        self.settings = settings
-        self.config = config
-        self.checkpoint_path = self.output_dir / "checkpoints" / "last.pt"
-        self.progress = progress and self.ctx.is_main
-        self.resume = resume
-        self.summary = summary
-        self.model = model.to(self.ctx.device)
-        self.net: nn.Module = self.model
-        if self.ctx.distributed:
-            self.net = nn.parallel.DistributedDataParallel(
-                self.model,
-                device_ids=[self.ctx.device.index] if self.ctx.device.type == "cuda" else None,
-                find_unused_parameters=settings.find_unused_parameters,
-                # Gradients live in the communication buckets: no copy, less memory.
-                gradient_as_bucket_view=True,
-                static_graph=settings.static_graph,
+        # The previous run is removed when this one starts writing (fit), not before: a
+        # failure while the new run is assembled leaves the old one as it was.
+        self._overwrite = overwrite
+        try:  # the folder is released on any failure from here on
+            self.settings = settings
+            self.config = config
+            self.checkpoint_path = self.output_dir / "checkpoints" / "last.pt"
+            self.progress = progress and self.ctx.is_main
+            self.resume = resume
+            self.summary = summary
+            self.model = model.to(self.ctx.device)
+            self.net: nn.Module = self.model
+            if self.ctx.distributed:
+                self.net = nn.parallel.DistributedDataParallel(
+                    self.model,
+                    device_ids=[self.ctx.device.index] if self.ctx.device.type == "cuda" else None,
+                    find_unused_parameters=settings.find_unused_parameters,
+                    # Gradients live in the communication buckets: no copy, less memory.
+                    gradient_as_bucket_view=True,
+                    static_graph=settings.static_graph,
+                )
+            self.objective = objective
+            self.train_loader = train_loader
+            self.iters_per_epoch = len(train_loader)  # type: ignore[arg-type]
+            self.optimizer = optimizer
+            self.schedule = schedule
+            self.evaluator = evaluator
+            self.monitor = monitor
+            self.amp, self.amp_dtype = _amp_settings(settings.amp, self.ctx.device)
+            self.scaler = torch.amp.GradScaler(
+                "cuda", enabled=self.amp and self.amp_dtype == torch.float16
             )
-        self.objective = objective
-        self.train_loader = train_loader
-        self.iters_per_epoch = len(train_loader)  # type: ignore[arg-type]
-        self.optimizer = optimizer
-        self.schedule = schedule
-        self.evaluator = evaluator
-        self.monitor = monitor
-        self.amp, self.amp_dtype = _amp_settings(settings.amp, self.ctx.device)
-        self.scaler = torch.amp.GradScaler(
-            "cuda", enabled=self.amp and self.amp_dtype == torch.float16
-        )
-        backbone = getattr(unwrap_model(self.model), "backbone", None)
-        self.backbone_params = (
-            {id(p) for p in backbone.parameters()} if backbone is not None else set()
-        )
-        self.state = RunState()
-        self.history: list[EvaluationRecord] = []
-        self._resumed_sampler: dict[str, Any] | None = None
-        self._evaluation_changed = False
-        self._meter: LossMeter | None = None
-        self._step_counter = torch.zeros((), dtype=torch.int64, device=self.ctx.device)
-        try:
+            backbone = getattr(unwrap_model(self.model), "backbone", None)
+            self.backbone_params = (
+                {id(p) for p in backbone.parameters()} if backbone is not None else set()
+            )
+            self.state = RunState()
+            self.history: list[EvaluationRecord] = []
+            self._resumed_sampler: dict[str, Any] | None = None
+            self._evaluation_changed = False
+            self._meter: LossMeter | None = None
+            self._step_counter = torch.zeros((), dtype=torch.int64, device=self.ctx.device)
             checkpoint = self._read_resume_checkpoint()
             if checkpoint is not None:
                 self._load(checkpoint)
@@ -527,7 +536,9 @@ class Trainer:
             ckpt["epoch"], ckpt["batches_done"], ckpt["step"], bool(ckpt["finished"])
         )
         if not hasattr(self.train_loader, "set_epoch"):
-            self.state.batches_done = 0  # a plain loader restarts the interrupted epoch
+            # A plain loader restarts the interrupted epoch, so its steps are taken again.
+            self.state.step -= self.state.batches_done
+            self.state.batches_done = 0
         self._resumed_sampler = ckpt["sampler"]
         self.history = [EvaluationRecord.from_dict(r) for r in ckpt["history"]]
         if self.monitor is not None and ckpt.get("monitor") is not None:
@@ -557,17 +568,21 @@ class Trainer:
         """
         epochs = self.settings.epochs
         self._lock.acquire()  # held since construction, unless close() was called
-        if self.ctx.is_main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            if self.config is not None:
-                save_config(self.config, self.output_dir / "config.yaml")
-            if self.summary:
-                print(self.summary, file=sys.stderr)
-        self.log = RunLog(
-            self.output_dir, enabled=self.ctx.is_main, resume_step=self.state.step or None
-        )
-        reevaluate = self.state.finished and self._evaluation_changed
+        self.log: RunLog | None = None
         try:
+            if self.ctx.is_main:
+                if self._overwrite:
+                    remove_run_outputs(self.output_dir)
+                    self._overwrite = False
+                self.output_dir.mkdir(parents=True, exist_ok=True)
+                if self.config is not None:
+                    save_config(self.config, self.output_dir / "config.yaml")
+                if self.summary:
+                    print(self.summary, file=sys.stderr)
+            self.log = RunLog(
+                self.output_dir, enabled=self.ctx.is_main, resume_step=self.state.step or None
+            )
+            reevaluate = self.state.finished and self._evaluation_changed
             while self.state.epoch < epochs:
                 self._train_epoch()
                 epoch = self.state.epoch + 1
@@ -588,7 +603,8 @@ class Trainer:
                 self._write_outputs()
             return metrics
         finally:
-            self.log.close()
+            if self.log is not None:
+                self.log.close()
             self.close()
 
     def _train_epoch(self) -> None:
@@ -673,6 +689,8 @@ class Trainer:
         try:
             total, parts = self.objective(outputs, pids)
         except ValueError as error:
+            if "NaN or Inf" in str(error):  # a loss's own input check (library objectives)
+                raise TrainingDiverged(self._diverged_message(str(error), self._where())) from None
             raise UserInputError(f"{self._where()}: {error}") from None
         if self._meter is None:
             self._meter = LossMeter(list(parts), device)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 from torch import Tensor, nn
 
 from adasp.losses.distributed import gather_batch
@@ -20,6 +22,15 @@ class MetricLoss(nn.Module):
     """
 
     input_key = "features"
+
+    #: ``labels`` may be on the CPU while ``features`` are on a GPU (see :meth:`forward`).
+    accepts_host_labels = True
+    _compute_takes_host_labels = True
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        # Subclasses written before ``host_labels`` existed define compute(features, labels).
+        cls._compute_takes_host_labels = "host_labels" in inspect.signature(cls.compute).parameters
 
     def __init__(self, gather_distributed: bool = False) -> None:
         super().__init__()
@@ -41,7 +52,9 @@ class MetricLoss(nn.Module):
             if gathered is not labels:  # other ranks' labels joined: not on this host
                 host_labels, labels = None, gathered
         with autocast_off(features):
-            return self.compute(features, labels, host_labels)
+            if self._compute_takes_host_labels:
+                return self.compute(features, labels, host_labels)
+            return self.compute(features, labels)
 
     def compute(
         self, features: Tensor, labels: Tensor, host_labels: Tensor | None = None

@@ -22,6 +22,9 @@ class CrossEntropyLabelSmooth(nn.Module):
 
     input_key = "logits"
 
+    #: ``labels`` may be on the CPU while ``logits`` are on a GPU: checked there, then copied.
+    accepts_host_labels = True
+
     def __init__(self, epsilon: float = 0.1) -> None:
         super().__init__()
         self.epsilon = check_float("epsilon", epsilon, 0, 1, high_open=True)

@@ -110,8 +110,10 @@ class Objective(nn.Module):
     metric-loss inputs by 1/5).
 
     ``labels`` may stay on the CPU while the outputs are on a GPU (``accepts_host_labels``):
-    every built-in loss then builds its index tables and checks its labels on the host and
-    copies them asynchronously, so the objective is queued without waiting for the device.
+    a loss that declares ``accepts_host_labels = True`` (every built-in one does) builds its
+    index tables and checks its labels on the host and copies them asynchronously, so the
+    objective is queued without waiting for the device; any other loss (e.g. a plugin's) gets
+    the labels copied to its input's device.
 
     Args:
         terms: the weighted losses.
@@ -146,6 +148,7 @@ class Objective(nn.Module):
         """Returns ``(total, parts)``; ``parts`` maps each loss name to its unweighted value."""
         parts: dict[str, Tensor] = {}
         total: Tensor | None = None
+        device_labels: Tensor | None = None
         for term in self.terms:
             loss = self.losses[term.name]
             key = loss.input_key
@@ -156,7 +159,14 @@ class Objective(nn.Module):
                 )
             value = outputs[key]
             tensors = value if isinstance(value, (list, tuple)) else [value]
-            part = sum(loss(t, labels) for t in tensors) / len(tensors)
+            term_labels = labels
+            if not getattr(loss, "accepts_host_labels", False):
+                # A loss that expects its labels beside its input (e.g. a plugin's) gets them
+                # there; the copy is made once per objective call.
+                if device_labels is None:
+                    device_labels = labels.to(tensors[0].device, non_blocking=True)
+                term_labels = device_labels
+            part = sum(loss(t, term_labels) for t in tensors) / len(tensors)
             parts[term.name] = part
             total = term.weight * part if total is None else total + term.weight * part
         assert total is not None
