@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 
 from adasp.errors import UserInputError
+from adasp.utils.distributed import broadcast_from_main
 
 
 @dataclass(frozen=True)
@@ -84,11 +85,7 @@ def barrier(ctx: DistributedContext) -> None:
 
 def broadcast_object(obj: Any, ctx: DistributedContext) -> Any:
     """Rank 0's ``obj`` on every rank."""
-    if not ctx.distributed:
-        return obj
-    holder = [obj if ctx.is_main else None]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]
+    return broadcast_from_main(obj) if ctx.distributed else obj
 
 
 def gather_objects(obj: Any, ctx: DistributedContext) -> list[Any]:
@@ -98,12 +95,3 @@ def gather_objects(obj: Any, ctx: DistributedContext) -> list[Any]:
     out: list[Any] = [None] * ctx.world_size
     dist.all_gather_object(out, obj)
     return out
-
-
-def gather_rows(tensor: torch.Tensor, ctx: DistributedContext) -> torch.Tensor:
-    """Concatenate every rank's rows (counts may differ) in rank order, on every rank."""
-    if not ctx.distributed:
-        return tensor
-    from adasp.utils.distributed import gather_rows as gather
-
-    return gather(tensor)

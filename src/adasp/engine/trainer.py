@@ -59,6 +59,7 @@ from adasp.evaluation.results import (
     METRIC_NAMES,
     TestSetMetrics,
     TestSetResult,
+    metrics_by_test_set,
     metrics_document,
     metrics_from_dict,
     write_metrics,
@@ -793,7 +794,7 @@ class Trainer:
         record = EvaluationRecord(
             epoch,
             self.state.step,
-            {r.name: r.metrics for r in results},
+            metrics_by_test_set(results),
             self.monitor.summary() if self.monitor is not None else None,
         )
         self.history.append(record)

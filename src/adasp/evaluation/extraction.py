@@ -8,13 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from adasp.models import unwrap_model
 from adasp.utils.distributed import distributed_rank, distributed_world_size, gather_rows
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    from adasp.models import unwrap_model
-
-    return unwrap_model(model)
 
 
 @torch.no_grad()
@@ -50,7 +45,7 @@ def extract_embeddings(
     rank, world = distributed_rank(), distributed_world_size()
     n = len(samples)
     shard = list(samples[n * rank // world : n * (rank + 1) // world])
-    net = _unwrap(model)
+    net = unwrap_model(model)
     was_training = net.training
     net.eval()
     loader = build_test_loader(shard, transform, batch_size=batch_size, num_workers=num_workers)
