@@ -9,10 +9,12 @@ sample's seed, with the same random calls in the same order as
 one call (``torchvision.io.decode_jpeg(list, device=...)``: nvJPEG on CUDA), resizes it and
 applies the augmentation as batched tensor ops on the device.
 
-The pixels differ slightly from the CPU path's: nvJPEG and Pillow's libjpeg-turbo round the
-inverse DCT differently, and the resize interpolates float32 and rounds where the CPU path
-resizes ``uint8`` with fixed-point weights (a grey level or two either way; see
-``tests/data/test_gpu_decode.py``). Files that are not JPEG (by content: PNG, BMP, ...) are
+The pixels differ from the CPU path's: the resize interpolates float32 and rounds where the
+CPU path resizes ``uint8`` with fixed-point weights (at most one grey level on the CPU, where
+both decoders are libjpeg-turbo; ``tests/data/test_gpu_decode.py``), and nvJPEG rounds the
+inverse DCT and upsamples chroma differently from libjpeg-turbo (on real pedestrian JPEGs on
+an H200: 0.6 grey levels on average after the resize, up to a few tens at sharp colour edges;
+``benchmarks/decode_parity.py``). Files that are not JPEG (by content: PNG, BMP, ...) are
 decoded by the workers as on the CPU path and only resized and augmented on the device.
 AutoAugment has no batched form here, so it is not offered.
 
