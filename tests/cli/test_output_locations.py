@@ -268,3 +268,18 @@ def test_extract_writes_where_it_was_checked(inputs, tmp_path, capsys):
 
     assert load_embeddings(output).features.shape[0] == 4
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("command", ["evaluate", "extract", "export", "search-with-model"])
+def test_a_command_refused_after_the_check_leaves_no_new_folder(command, inputs, tmp_path, capsys):
+    # The output check creates the folders; a missing checkpoint, found after it, stops the
+    # command: the folders it created are removed again, one that existed before is kept.
+    missing = tmp_path / "no-such-model.pt"
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    output = output_path(command, existing / "new" / "deeper")
+    line = argv(command, output, inputs)
+    line[line.index("--checkpoint") + 1] = str(missing)
+    assert main(line) == 2
+    assert str(missing) in refused(command, capsys)
+    assert existing.is_dir() and list(existing.iterdir()) == []

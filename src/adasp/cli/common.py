@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+from pathlib import Path
 from typing import Any
 
 
@@ -46,21 +48,60 @@ def overrides_from(args: argparse.Namespace) -> list[str]:
     return flags + list(args.overrides)
 
 
-def claim_output_file(path: str, what: str = "--output") -> Any:
+class OutputClaim:
+    """An output location claimed before any work: the lock of the run folder there (a no-op
+    lock elsewhere) and the folders the claim created.
+
+    ``release(failed=True)``, or leaving a ``with`` block by an exception, also removes the
+    folders the claim created while they are still empty, so a command that stops on bad input
+    leaves nothing behind.
+    """
+
+    def __init__(self, lock: Any, created: list[Path]) -> None:
+        self.lock = lock
+        self.created = created  # deepest first
+
+    def release(self, failed: bool = False) -> None:
+        self.lock.release()
+        if failed:
+            for folder in self.created:
+                with contextlib.suppress(OSError):  # not empty (or gone): keep it
+                    folder.rmdir()
+
+    def __enter__(self) -> OutputClaim:
+        return self
+
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        self.release(failed=kind is not None)
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            break
+        missing.append(candidate)
+    return missing
+
+
+def claim_output_file(path: str, what: str = "--output") -> OutputClaim:
     """Check, before any work, that the file ``path`` can be written; lock its folder when a
-    run lives there (one writer per run folder). Returns the lock (release it when done)."""
+    run lives there (one writer per run folder). Release the claim when done."""
     from adasp.engine.distributed import resolve_rank
     from adasp.engine.run_folder import check_output_file, lock_if_run_folder
 
+    created = _missing_folders(Path(path).expanduser().parent)
     target = check_output_file(path, what)
-    return lock_if_run_folder(target.parent, enabled=resolve_rank() == 0)
+    return OutputClaim(lock_if_run_folder(target.parent, enabled=resolve_rank() == 0), created)
 
 
-def claim_output_dir(path: str, what: str = "--output") -> Any:
+def claim_output_dir(path: str, what: str = "--output") -> OutputClaim:
     """Create the folder ``path`` and check, before any work, that it can be written; lock it
-    when a run lives there. Returns the lock (release it when done)."""
+    when a run lives there. Release the claim when done."""
     from adasp.engine.distributed import resolve_rank
     from adasp.engine.run_folder import lock_if_run_folder, prepare_output_dir
 
+    created = _missing_folders(Path(path).expanduser())
     folder = prepare_output_dir(path, what)
-    return lock_if_run_folder(folder, enabled=resolve_rank() == 0)
+    return OutputClaim(lock_if_run_folder(folder, enabled=resolve_rank() == 0), created)

@@ -46,33 +46,36 @@ def run(args: argparse.Namespace) -> int:
     from adasp.evaluation.results import metrics_by_test_set, write_metrics
     from adasp.evaluation.tables import titled_results_table
 
-    lock = claim_output_dir(args.output)
-    ctx = None
-    try:
-        config, checkpoint = resolve_run_config(args.config, args.checkpoint, overrides_from(args))
-        ctx = init_distributed(args.device)
-        model = build_inference_model(config, checkpoint, ctx.device, args.checkpoint)
-        evaluator = build_evaluator(config)
-        results = evaluator.evaluate(
-            model, ctx.device, progress=ctx.is_main, keep_details=args.visualize > 0
-        )
-        if not ctx.is_main:
-            return 0
-        out = Path(args.output)
-        metrics = metrics_by_test_set(results)
-        write_metrics(out / "metrics.json", metrics, checkpoint=args.checkpoint)
-        title = "trained model" if args.checkpoint else "untrained model (no checkpoint)"
-        print(titled_results_table(metrics, f"evaluation of the {title}"))
-        if args.visualize > 0:
-            from adasp.evaluation.visual_results import write_visual_results
-
-            paths = write_visual_results(
-                results[0], out, args.visualize, args.topk, **evaluator.metric_options
+    with claim_output_dir(args.output):
+        ctx = None
+        try:
+            config, checkpoint = resolve_run_config(
+                args.config, args.checkpoint, overrides_from(args)
             )
-            print(f"wrote {len(paths) - 1} ranked lists to {out / 'ranked_lists'} and {paths[-1]}")
-        print(f"metrics: {out / 'metrics.json'}")
-    finally:
-        lock.release()
-        if ctx is not None:
-            shutdown_distributed()
+            ctx = init_distributed(args.device)
+            model = build_inference_model(config, checkpoint, ctx.device, args.checkpoint)
+            evaluator = build_evaluator(config)
+            results = evaluator.evaluate(
+                model, ctx.device, progress=ctx.is_main, keep_details=args.visualize > 0
+            )
+            if not ctx.is_main:
+                return 0
+            out = Path(args.output)
+            metrics = metrics_by_test_set(results)
+            write_metrics(out / "metrics.json", metrics, checkpoint=args.checkpoint)
+            title = "trained model" if args.checkpoint else "untrained model (no checkpoint)"
+            print(titled_results_table(metrics, f"evaluation of the {title}"))
+            if args.visualize > 0:
+                from adasp.evaluation.visual_results import write_visual_results
+
+                paths = write_visual_results(
+                    results[0], out, args.visualize, args.topk, **evaluator.metric_options
+                )
+                print(
+                    f"wrote {len(paths) - 1} ranked lists to {out / 'ranked_lists'} and {paths[-1]}"
+                )
+            print(f"metrics: {out / 'metrics.json'}")
+        finally:
+            if ctx is not None:
+                shutdown_distributed()
     return 0

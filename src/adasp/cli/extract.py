@@ -44,43 +44,44 @@ def run(args: argparse.Namespace) -> int:
     from adasp.engine.inference import build_inference_model, resolve_run_config
     from adasp.evaluation import save_embeddings
 
-    lock = claim_output_file(args.output)  # before any embedding is computed
-    ctx = None
-    try:
-        config, checkpoint = resolve_run_config(args.config, args.checkpoint, overrides_from(args))
-        ctx = init_distributed(args.device)
-        if args.folder:
-            samples, splits = list_folder_images(args.folder), None
-        else:
-            dataset = build_datasets(config.data)
-            parts = {
-                "query": ["query"],
-                "gallery": ["gallery"],
-                "test": ["query", "gallery"],
-                "train": ["train"],
-                "all": ["train", "query", "gallery"],
-            }[args.split]
-            samples, splits = [], []
-            for part in parts:
-                chosen = getattr(dataset, part)
-                samples += list(chosen)
-                splits += [part] * len(chosen)
-        model = build_inference_model(config, checkpoint, ctx.device, args.checkpoint)
-        features = build_evaluator(config, test_sets=[]).embed(model, samples, ctx.device)
-        if ctx.is_main:
-            save_embeddings(
-                args.output,
-                features.numpy(),
-                [s.pid for s in samples],
-                [s.camid for s in samples],
-                [s.path for s in samples],
-                splits,
+    with claim_output_file(args.output):  # before any embedding is computed
+        ctx = None
+        try:
+            config, checkpoint = resolve_run_config(
+                args.config, args.checkpoint, overrides_from(args)
             )
-            print(
-                f"wrote {len(samples)} embeddings of dimension {features.shape[1]} to {args.output}"
-            )
-    finally:
-        lock.release()
-        if ctx is not None:
-            shutdown_distributed()
+            ctx = init_distributed(args.device)
+            if args.folder:
+                samples, splits = list_folder_images(args.folder), None
+            else:
+                dataset = build_datasets(config.data)
+                parts = {
+                    "query": ["query"],
+                    "gallery": ["gallery"],
+                    "test": ["query", "gallery"],
+                    "train": ["train"],
+                    "all": ["train", "query", "gallery"],
+                }[args.split]
+                samples, splits = [], []
+                for part in parts:
+                    chosen = getattr(dataset, part)
+                    samples += list(chosen)
+                    splits += [part] * len(chosen)
+            model = build_inference_model(config, checkpoint, ctx.device, args.checkpoint)
+            features = build_evaluator(config, test_sets=[]).embed(model, samples, ctx.device)
+            if ctx.is_main:
+                save_embeddings(
+                    args.output,
+                    features.numpy(),
+                    [s.pid for s in samples],
+                    [s.camid for s in samples],
+                    [s.path for s in samples],
+                    splits,
+                )
+                print(
+                    f"wrote {len(samples)} embeddings of dimension {features.shape[1]} to {args.output}"
+                )
+        finally:
+            if ctx is not None:
+                shutdown_distributed()
     return 0
