@@ -83,7 +83,7 @@ def test_smoke_run_writes_every_section_with_numbers(tmp_path: Path) -> None:
     assert len(loader) == 5  # CPU and data.decode=gpu loaders, alone and with the step, raw decode
     for row in loader:
         assert number(row["images/s"]) > 0
-        assert number(row["vs compiled step in memory"]) > 0
+        assert number(row["vs the step in memory"]) > 0
 
     evaluation = found[SECTIONS["c"]]
     assert len(evaluation) == 3
