@@ -31,11 +31,9 @@ from adasp.data import ImageDataset, Sample, build_train_transform
 from adasp.data.gpu_decode import (
     JPEG_SUFFIXES,
     BatchAugmentation,
-    EncodedImageDataset,
+    GPUDecodeTrainLoader,
     collate_encoded,
-    decode_images,
     read_file_bytes,
-    resize_images,
 )
 from adasp.data.seeding import SeededDataset
 from adasp.utils.imagenet import IMAGENET_STD
@@ -67,19 +65,16 @@ def pipeline_levels(
     samples: list[Sample], size: tuple[int, int], augment: dict, device: torch.device, chunk: int
 ) -> torch.Tensor:
     """|device path − CPU path| of every sample, normalised images scaled back to levels."""
-    augmentation = BatchAugmentation(size, **augment)
-    encoded = SeededDataset(EncodedImageDataset(samples, augmentation))
+    # The training path itself: the loader's dataset and its to_device (the sampler is unused).
+    loader = GPUDecodeTrainLoader(samples, [], BatchAugmentation(size, **augment), num_workers=0)
+    encoded = SeededDataset(loader.make_dataset(samples, loader.augmentation))
     reference = SeededDataset(ImageDataset(samples, build_train_transform(size, **augment)))
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    paths = [sample.path for sample in samples]
     out = []
     for start in range(0, len(samples), chunk):
         keys = [(i, 1000 + i) for i in range(start, min(start + chunk, len(samples)))]
         batch = collate_encoded([encoded[key] for key in keys])
-        images = decode_images(
-            batch["data"], batch["jpeg"], device, path_of=lambda i, keys=keys: paths[keys[i][0]]
-        )
-        ours = augmentation.apply(resize_images(images, size), batch["augment"].to(device)).cpu()
+        ours = loader.to_device(batch, device)["image"].cpu()
         cpu = torch.stack([reference[key]["image"] for key in keys])
         out.append(((ours - cpu).abs() * std * 255).flatten())
     return torch.cat(out)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -25,3 +27,14 @@ def pku_subset() -> Path:
     if not SHARED_SUBSET.is_dir():
         pytest.skip(f"real data subset not found at {SHARED_SUBSET}; these tests need it")
     return SHARED_SUBSET
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """``benchmarks/<name>.py`` imported as a module (``benchmarks/`` is not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        f"adasp_bench_{name}", PROJECT_ROOT / "benchmarks" / f"{name}.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -3,23 +3,16 @@ both decoders are libjpeg-turbo the decoders agree exactly and the path within a
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def decode_parity():
-    spec = importlib.util.spec_from_file_location(
-        "adasp_bench_decode_parity", PROJECT_ROOT / "benchmarks" / "decode_parity.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("decode_parity")
 
 
 def test_rows_on_jpeg_files(decode_parity, tmp_path, capsys):

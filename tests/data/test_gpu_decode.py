@@ -29,6 +29,7 @@ from adasp.data.gpu_decode import (
 from adasp.data.seeding import SeededDataset
 from adasp.engine.config import load_config
 from adasp.errors import MissingPathError, UserInputError
+from tests.conftest import load_benchmark
 
 SIZE = (64, 32)
 # Source sizes: the training size itself (no resize), larger, and an odd aspect ratio.
@@ -102,27 +103,12 @@ def test_same_seeds_give_the_cpu_paths_images(samples, augment, device):
     measured = f"{device}: max {levels.max():.3f}, mean {levels.mean():.3f} grey levels"
     limit, mean_limit = 1.0, 0.3
     if device.type != "cpu":
-        decoders = _decoder_levels(samples, device)
+        jpegs = [s.path for s in samples if s.path.endswith(".jpg")]
+        decoders = load_benchmark("decode_parity").decoder_levels(jpegs, device)
         limit, mean_limit = decoders.max().item() + 1.0, decoders.mean().item() + 0.3
         measured += f"; decoders alone: max {decoders.max():.3f}, mean {decoders.mean():.3f}"
     print(measured)
     assert levels.max() <= limit + 1e-3 and levels.mean() < mean_limit, measured
-
-
-def _decoder_levels(samples, device) -> torch.Tensor:
-    """|torchvision decode on ``device`` − Pillow decode| of every JPEG sample, in grey levels."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    from adasp.data.gpu_decode import read_file_bytes
-
-    levels = []
-    for sample in samples:
-        if sample.path.endswith(".jpg"):
-            data = read_file_bytes(sample.path)
-            ours = decode_jpeg(data, mode=ImageReadMode.RGB, device=device).cpu().float()
-            pillow = torch.from_numpy(np.asarray(Image.open(sample.path).convert("RGB")))
-            levels.append((ours - pillow.permute(2, 0, 1).float()).abs().flatten())
-    return torch.cat(levels)
 
 
 def test_augmentation_parameters_follow_the_seeds(samples):
