@@ -75,23 +75,13 @@ class OutputClaim:
         self.release(failed=kind is not None)
 
 
-def _missing_folders(folder: Path) -> list[Path]:
-    """``folder`` and those of its parents that do not exist yet, deepest first."""
-    missing = []
-    for candidate in (folder, *folder.parents):
-        if candidate.exists():
-            break
-        missing.append(candidate)
-    return missing
-
-
 def claim_output_file(path: str, what: str = "--output") -> OutputClaim:
     """Check, before any work, that the file ``path`` can be written; lock its folder when a
     run lives there (one writer per run folder). Release the claim when done."""
     from adasp.engine.distributed import resolve_rank
-    from adasp.engine.run_folder import check_output_file, lock_if_run_folder
+    from adasp.engine.run_folder import check_output_file, lock_if_run_folder, missing_folders
 
-    created = _missing_folders(Path(path).expanduser().parent)
+    created = missing_folders(Path(path).expanduser().parent)
     target = check_output_file(path, what)
     return OutputClaim(lock_if_run_folder(target.parent, enabled=resolve_rank() == 0), created)
 
@@ -100,8 +90,8 @@ def claim_output_dir(path: str, what: str = "--output") -> OutputClaim:
     """Create the folder ``path`` and check, before any work, that it can be written; lock it
     when a run lives there. Release the claim when done."""
     from adasp.engine.distributed import resolve_rank
-    from adasp.engine.run_folder import lock_if_run_folder, prepare_output_dir
+    from adasp.engine.run_folder import lock_if_run_folder, missing_folders, prepare_output_dir
 
-    created = _missing_folders(Path(path).expanduser())
+    created = missing_folders(Path(path).expanduser())
     folder = prepare_output_dir(path, what)
     return OutputClaim(lock_if_run_folder(folder, enabled=resolve_rank() == 0), created)

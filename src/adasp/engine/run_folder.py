@@ -46,11 +46,21 @@ def _problem(error: OSError) -> str:
     return error.strerror or str(error)
 
 
-def _first_existing(path: Path) -> Path:
+def missing_folders(path: Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, deepest first (what creating
+    ``path`` would create)."""
+    missing = []
     for candidate in (path, *path.parents):
         if candidate.exists():
-            return candidate
-    return Path("/")
+            break
+        missing.append(candidate)
+    return missing
+
+
+def _first_existing(path: Path) -> Path:
+    missing = missing_folders(path)
+    found = missing[-1].parent if missing else path
+    return found if found.exists() else Path("/")  # a relative path under a deleted cwd
 
 
 def prepare_output_dir(
