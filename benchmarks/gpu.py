@@ -524,6 +524,22 @@ def timed_steps(
     return middle - start, time.perf_counter() - middle
 
 
+def timed_trainer(
+    cfg: StepConfig, sizes: Sizes, device: torch.device, workdir: Path, batches
+) -> tuple[Any, float, float, str]:
+    """A :class:`Trainer` for ``cfg`` stepped on pre-made ``batches``: ``(trainer, warm-up
+    seconds, timed seconds, logged loss)``; the trainer is closed if anything fails."""
+    warmup = sizes.compile_warmup if cfg.compile else sizes.train_warmup
+    trainer = build_trainer(cfg, sizes, device, workdir, batches)
+    try:
+        trainer.net.train()
+        warm, seconds = timed_steps(trainer.train_step, batches, warmup, sizes.train_steps, device)
+        return trainer, warm, seconds, trainer_loss(trainer)
+    except BaseException:
+        trainer.close()
+        raise
+
+
 def trainer_loss(trainer) -> str:
     # What the loop logs: the means since the last read, in one transfer.
     total = trainer.read_losses().get("total")
@@ -577,7 +593,6 @@ def step_tasks(
 
     def run(cfg: StepConfig) -> list[list[str]]:
         batches = synthetic_batches(sizes, cfg.batch, cfg.instances, device)
-        warmup = sizes.compile_warmup if cfg.compile else sizes.train_warmup
         reset_peak(device)
         trainer = None
         if cfg.loop == "peer":
@@ -586,19 +601,13 @@ def step_tasks(
             optimizer = torch.optim.Adam(model.parameters(), lr=3.5e-4, weight_decay=5e-4)
             model.train()
             step = PeerStep(model, objective, optimizer)
-            warm, seconds = timed_steps(step, batches, warmup, sizes.train_steps, device)
+            # The peer-style loop is never compiled: the eager warm-up.
+            warm, seconds = timed_steps(
+                step, batches, sizes.train_warmup, sizes.train_steps, device
+            )
             loss = f"{step.last:.3f}"
         else:
-            trainer = build_trainer(cfg, sizes, device, workdir, batches)
-            try:
-                trainer.net.train()
-                warm, seconds = timed_steps(
-                    trainer.train_step, batches, warmup, sizes.train_steps, device
-                )
-                loss = trainer_loss(trainer)
-            except BaseException:
-                trainer.close()
-                raise
+            trainer, warm, seconds, loss = timed_trainer(cfg, sizes, device, workdir, batches)
         rate = sizes.train_steps * cfg.batch / seconds
         state.rates[cfg] = rate
         peer = state.rates.get(StepConfig(cfg.arch, cfg.batch, cfg.instances, "peer"))
@@ -763,12 +772,8 @@ def loader_tasks(
             return []
         cfg = StepConfig(sizes.archs[0], batch, k, "trainer", "bf16", False, True)
         batches = synthetic_batches(sizes, batch, k, device)
-        trainer = build_trainer(cfg, sizes, device, workdir, batches)
+        trainer, _, seconds, _ = timed_trainer(cfg, sizes, device, workdir, batches)
         state.kept["trainer"] = trainer
-        trainer.net.train()
-        _, seconds = timed_steps(
-            trainer.train_step, batches, sizes.train_warmup, sizes.train_steps, device
-        )
         rate = sizes.train_steps * batch / seconds
         state.kept["rate"] = rate
         state.kept["label"] = f"{cfg.arch} bf16 channels_last eager, batch {cfg.pk}"
