@@ -41,3 +41,20 @@ def tiny_overrides(root) -> list[str]:
         "train.amp=none",
         "optim.lr=0.001",
     ]
+
+
+def poison_objective(trainer, at_call: int, value: float) -> None:
+    """Make the ``at_call``-th call of ``trainer``'s objective multiply its AdaSP term (and so
+    the total) by ``value`` (inf or NaN): a divergence at a known step and term."""
+    objective = trainer.objective.forward
+    calls = {"n": 0}
+
+    def poisoned(outputs, labels):
+        total, parts = objective(outputs, labels)
+        calls["n"] += 1
+        if calls["n"] == at_call:
+            parts["adasp"] = parts["adasp"] * value
+            total = total + parts["adasp"]
+        return total, parts
+
+    trainer.objective.forward = poisoned

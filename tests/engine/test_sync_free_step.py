@@ -22,7 +22,7 @@ import torch
 
 from adasp.engine.config import load_config
 from adasp.engine.trainer import Trainer, TrainingDiverged
-from tests.engine.conftest import tiny_overrides
+from tests.engine.conftest import poison_objective, tiny_overrides
 
 READS = ("item", "__float__", "__int__", "__bool__", "tolist")
 
@@ -117,18 +117,7 @@ def test_only_log_steps_read_losses_and_they_read_once(tmp_path, synthetic_root)
 
 def test_divergence_is_caught_at_the_next_read_naming_step_and_term(tmp_path, synthetic_root):
     trainer = _trainer(tmp_path, synthetic_root, "cpu")
-    objective = trainer.objective.forward
-    calls = {"n": 0}
-
-    def poisoned(outputs, labels):
-        total, parts = objective(outputs, labels)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            parts["adasp"] = parts["adasp"] * float("inf")
-            total = total + parts["adasp"]
-        return total, parts
-
-    trainer.objective.forward = poisoned
+    poison_objective(trainer, at_call=2, value=float("inf"))
     batches = iter(trainer.train_loader)
     for _ in range(2):
         trainer.train_step(next(batches))  # advances state.step

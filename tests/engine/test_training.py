@@ -16,7 +16,7 @@ from adasp.cli import main
 from adasp.engine.checkpoint import load_checkpoint
 from adasp.engine.config import load_config
 from adasp.engine.trainer import Trainer, TrainingDiverged
-from tests.engine.conftest import tiny_overrides
+from tests.engine.conftest import poison_objective, tiny_overrides
 
 METRICS = ("mAP", "rank1", "rank5", "rank10", "mINP")
 
@@ -165,23 +165,12 @@ def test_resume_refuses_a_different_config(tmp_path, synthetic_root, capsys):
 
 
 @pytest.mark.slow
-def test_non_finite_loss_stops_naming_the_step_and_term(tmp_path, synthetic_root, monkeypatch):
+def test_non_finite_loss_stops_naming_the_step_and_term(tmp_path, synthetic_root):
     config = load_config(
         "quickstart", [*tiny_overrides(synthetic_root), "train.checkpoint_every_iters=1"]
     )
     trainer = Trainer.from_config(config, tmp_path / "run", device="cpu", progress=False)
-    objective = trainer.objective.forward
-    calls = {"n": 0}
-
-    def poisoned(outputs, labels):
-        total, parts = objective(outputs, labels)
-        calls["n"] += 1
-        if calls["n"] == 6:
-            parts["adasp"] = parts["adasp"] * float("nan")
-            total = total + parts["adasp"]
-        return total, parts
-
-    monkeypatch.setattr(trainer.objective, "forward", poisoned)
+    poison_objective(trainer, at_call=6, value=float("nan"))
     with pytest.raises(
         TrainingDiverged, match=r"epoch 2, iteration 2 of 4 \(global step 6\).*term 'adasp' = nan"
     ):
