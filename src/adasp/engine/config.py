@@ -22,7 +22,7 @@ import yaml
 
 from adasp.engine.typed_config import ConfigError, first_non_finite, from_dict, to_dict
 from adasp.errors import MissingPathError
-from adasp.utils.checks import check_float
+from adasp.utils.checks import check_float, check_seed
 from adasp.utils.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -292,6 +292,20 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
 
 
+def _read_utf8(path: Path) -> str:
+    """The text of ``path``, refused in one line (with the line of the first bad byte) when it
+    is not UTF-8."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte {raw[error.start]:#04x} on line {line}); save the "
+            "file as UTF-8"
+        ) from None
+
+
 def read_yaml_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a YAML preset and merge the presets its ``_base_`` key names (recursively)."""
     path = Path(path).resolve()
@@ -301,7 +315,7 @@ def read_yaml_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict
     if not path.is_file():
         raise MissingPathError(f"config file not found: {path}")
     try:
-        data = load_yaml(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(_read_utf8(path)) or {}
     except DuplicateKeyError as error:
         raise DuplicateKeyError(f"{path}: {error}") from None
     except yaml.YAMLError as error:
@@ -478,7 +492,7 @@ def validate_config(config: ExperimentConfig) -> None:
         not (o.optimizer == "sgd" and o.nesterov and o.momentum == 0),
         "config key 'optim.nesterov' needs 'optim.momentum' > 0",
     )
-    _require(t.seed >= 0, f"config key 'train.seed' must be >= 0, got {t.seed}")
+    check_seed("config key 'train.seed'", t.seed, ConfigError)
     _require(s.epochs >= 1, f"config key 'schedule.epochs' must be >= 1, got {s.epochs}")
     _require(
         s.warmup_iters >= 0,
@@ -596,6 +610,11 @@ def _validate_data(d: DataConfig) -> None:
     )
     _require(d.num_workers >= 0, f"config key 'data.num_workers' must be >= 0, got {d.num_workers}")
     _require(d.test_batch_size >= 1, "config key 'data.test_batch_size' must be >= 1")
+    _require(
+        d.prefetch_factor >= 1,
+        f"config key 'data.prefetch_factor' must be >= 1 (batches each loader worker prepares "
+        f"ahead), got {d.prefetch_factor}",
+    )
 
 
 def _validate_model(m: ModelConfig) -> None:

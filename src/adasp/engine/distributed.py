@@ -51,7 +51,19 @@ def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
             )
         if resolved.index is None:
             resolved = torch.device("cuda", local_rank % torch.cuda.device_count())
+    elif resolved.type != "cpu" and not _backend_available(resolved.type):
+        raise UserInputError(
+            f"device {device!r} requested but {resolved.type.upper()} is not available here; "
+            "use --device cpu"
+        )
     return resolved
+
+
+def _backend_available(kind: str) -> bool:
+    """Whether torch can use devices of type ``kind`` (mps, xpu, ...) on this machine."""
+    backend = getattr(torch.backends, kind, None) or getattr(torch, kind, None)
+    is_available = getattr(backend, "is_available", None)
+    return bool(is_available()) if callable(is_available) else False
 
 
 def resolve_rank() -> int:
