@@ -24,6 +24,7 @@ from adasp.engine.typed_config import ConfigError, first_non_finite, from_dict, 
 from adasp.errors import MissingPathError
 from adasp.utils.checks import check_float, check_seed
 from adasp.utils.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from adasp.utils.text_files import read_utf8
 
 
 def _package_presets() -> Path:
@@ -292,20 +293,6 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
 
 
-def _read_utf8(path: Path) -> str:
-    """The text of ``path``, refused in one line (with the line of the first bad byte) when it
-    is not UTF-8."""
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = raw.count(b"\n", 0, error.start) + 1
-        raise ConfigError(
-            f"{path} is not UTF-8 text (byte {raw[error.start]:#04x} on line {line}); save the "
-            "file as UTF-8"
-        ) from None
-
-
 def read_yaml_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a YAML preset and merge the presets its ``_base_`` key names (recursively)."""
     path = Path(path).resolve()
@@ -315,7 +302,7 @@ def read_yaml_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict
     if not path.is_file():
         raise MissingPathError(f"config file not found: {path}")
     try:
-        data = load_yaml(_read_utf8(path)) or {}
+        data = load_yaml(read_utf8(path, "save the file as UTF-8", ConfigError)) or {}
     except DuplicateKeyError as error:
         raise DuplicateKeyError(f"{path}: {error}") from None
     except yaml.YAMLError as error:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from adasp.errors import UserInputError
+from adasp.utils.text_files import read_utf8
 
 
 def read_json_object(path: str | os.PathLike, fix: str) -> dict[str, Any]:
@@ -27,9 +28,7 @@ def read_json_object(path: str | os.PathLike, fix: str) -> dict[str, Any]:
     """
     path = Path(path)
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError:
-        raise UserInputError(f"{path} is not UTF-8 text (not a file adasp wrote); {fix}") from None
+        data = json.loads(read_utf8(path, fix))
     except json.JSONDecodeError as error:
         raise UserInputError(
             f"{path} is not complete JSON (line {error.lineno}, column {error.colno}: "
