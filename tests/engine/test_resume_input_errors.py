@@ -1,5 +1,6 @@
-"""A resume that cannot continue the run says why in one line (issue 23, items 15 and 28): a
-checkpoint that is not a mapping, a training set whose identities changed."""
+"""A run that cannot go on says why in one line (issue 23, items 14, 15 and 28): a full disk
+while logging between checkpoints, a checkpoint that is not a mapping, a training set whose
+identities changed."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import torch
 
 from adasp.cli import main
 from adasp.data import build_dataset
+from adasp.engine.checkpoint import load_checkpoint
+from adasp.engine.run_log import RunLog
 from tests.engine.conftest import SYNTHETIC_OPTIONS, tiny_overrides
 
 pytestmark = pytest.mark.slow
@@ -83,3 +86,30 @@ def test_resume_after_an_identity_was_added_says_the_training_set_changed(
     assert err.startswith("adasp train: error: ") and "the training set changed" in err
     assert "trained on 8 identities, the training split now has 9" in err
     assert (out / "model.pt").read_bytes() == before  # the finished run is untouched
+
+
+def test_a_full_disk_while_logging_between_checkpoints_is_one_line_and_resumes(
+    synthetic_root, tmp_path, capsys, monkeypatch
+):
+    data = _folder_dataset(synthetic_root, tmp_path / "data")
+    out = tmp_path / "run"
+    event = RunLog.event
+    calls = {"n": 0}
+
+    def event_on_a_full_disk(log, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # after the first checkpoint: the disk fills up
+            log._handle = open("/dev/full", "a", encoding="utf-8")  # every write: ENOSPC
+        return event(log, *args, **kwargs)
+
+    monkeypatch.setattr(RunLog, "event", event_on_a_full_disk)
+    assert _train(out, data, "train.checkpoint_every_iters=1") == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    line = err.splitlines()[-1]
+    assert line.startswith("adasp train: error: no space left on the device while writing ")
+    assert f"{out / 'log.jsonl'}; the last checkpoint is intact" in line
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["step"] == 2
+    monkeypatch.setattr(RunLog, "event", event)  # space is freed
+    assert _train(out, data, "train.checkpoint_every_iters=1", "--resume") == 0
+    assert (out / "metrics.json").exists()
