@@ -84,6 +84,22 @@ def test_a_checkpoint_of_another_embedding_dim_names_the_keys_and_the_setting(tm
     assert not output.exists()
 
 
+@pytest.mark.slow  # builds a ResNet-50
+def test_a_resnet50_state_dict_with_the_quickstart_config_names_the_backbone(tmp_path, capsys):
+    from adasp.engine.builders import build_reid_model
+
+    checkpoint = tmp_path / "resnet50.pt"
+    config = load_config("quickstart", ["model.backbone=resnet50"])
+    torch.save(build_reid_model(config.model, 5).state_dict(), checkpoint)  # a bare state dict
+    args = ["export", "--checkpoint", str(checkpoint), "--config", "quickstart",
+            "--output", str(tmp_path / "model.onnx")]  # fmt: skip
+    assert main(args) == 2
+    line = _one_line_error(capsys, "export")
+    assert "backbone.layer1.0.conv1.weight is (64, 64, 1, 1) in the checkpoint" in line
+    assert "check model.backbone ('resnet18')" in line
+    assert line.endswith("pass the config the checkpoint was trained with")
+
+
 # ------------------------------------------------------------ 17, 18: odd embedding files
 def test_search_refuses_an_npy_file_in_one_line(tmp_path, capsys):
     path = tmp_path / "features.npy"

@@ -218,9 +218,14 @@ def check_weights_fit(
         else f"check model.backbone ({model_cfg.get('backbone')!r}) and model.embedding_dim "
         f"({model_cfg.get('embedding_dim')!r})"
     )
+    stored = isinstance(checkpoint.get("config"), dict)
+    fix = (
+        "use the config the checkpoint was trained with (without --config, the one it stores)"
+        if stored
+        else "pass the config the checkpoint was trained with"
+    )
     raise UserInputError(
-        f"checkpoint {path} does not match the config: {shown}{more}; {cause}; use the config the "
-        "checkpoint was trained with (without --config, the one it stores)"
+        f"checkpoint {path} does not match the config: {shown}{more}; {cause}; {fix}"
     )
 
 
