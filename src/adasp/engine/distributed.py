@@ -51,7 +51,8 @@ def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
             )
         if resolved.index is None:
             resolved = torch.device("cuda", local_rank % torch.cuda.device_count())
-    elif resolved.type != "cpu" and not _backend_available(resolved.type):
+    # Checked here, before anything is built; meta (shapes without data) exists everywhere.
+    elif resolved.type not in ("cpu", "meta") and not _backend_available(resolved.type):
         raise UserInputError(
             f"device {device!r} requested but {resolved.type.upper()} is not available here; "
             "use --device cpu"
