@@ -156,6 +156,24 @@ def test_out_of_memory_selecting_embeddings_names_the_memory_and_the_option():
     assert "--query Q.npz --gallery G.npz" in str(error.value)
 
 
+def test_out_of_memory_reading_an_embedding_file_is_one_line(tmp_path):
+    import io
+    import zipfile
+
+    from numpy.lib import format as npy_format
+
+    header = io.BytesIO()  # a features array declared 1.6 TB large: reading must allocate it
+    npy_format.write_array_header_1_0(
+        header, {"descr": "<f4", "fortran_order": False, "shape": (200_000, 2_000_000)}
+    )
+    path = tmp_path / "huge.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("features.npy", header.getvalue() + bytes(64))
+    with pytest.raises(UserInputError, match=r"not enough memory to read .*huge\.npz") as error:
+        load_embeddings(path)
+    assert "--query Q.npz --gallery G.npz" in str(error.value)
+
+
 # ---------------------------------------------------------- 23: torn sweep and run files
 def _sweep_folder(folder, metrics_text: str):
     folder.mkdir()

@@ -188,6 +188,12 @@ def load_embeddings(path: str | os.PathLike) -> Embeddings:
             )
         with loaded as archive:
             stored = {name: archive[name] for name in archive.files}
+    except MemoryError:
+        raise UserInputError(
+            f"not enough memory to read {source} (its arrays need more than is free); free "
+            "memory, or extract fewer images per file (adasp extract --split query / --split "
+            "gallery) and pass --query Q.npz --gallery G.npz"
+        ) from None
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
         if isinstance(error, UserInputError):
             raise
