@@ -219,6 +219,13 @@ def test_a_harmful_pairs_seed_beyond_the_range_is_refused(capsys):
     )
 
 
+def test_a_sweep_with_seeds_beyond_any_plan_is_refused_at_once(tmp_path, capsys):
+    args = ["sweep", "--config", "quickstart", "--seeds", "100000000000000000000000",
+            "--output", str(tmp_path / "s")]  # fmt: skip
+    assert main(args) == 2
+    assert "at most 1000" in _one_line_error(capsys, "sweep")
+
+
 # --------------------------------------------------------------- 25, 26: harmful-pairs
 def test_harmful_pairs_refuses_too_many_instances_with_the_memory_estimate(capsys):
     assert main(["harmful-pairs", "--instances", "70000", "--trials", "1"]) == 2

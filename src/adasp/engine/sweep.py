@@ -132,6 +132,10 @@ def _adds_seeds(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> bool:
     return True
 
 
+#: The most seeds ``adasp sweep --seeds`` takes.
+MAX_SEEDS = 1000
+
+
 def seed_axis(count: int) -> GridAxis:
     """The axis ``train.seed=0,1,...,count-1`` of ``adasp sweep --seeds count``.
 
@@ -140,6 +144,12 @@ def seed_axis(count: int) -> GridAxis:
     """
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise UserInputError(f"--seeds must be a positive integer (e.g. 3), got {count!r}")
+    if count > MAX_SEEDS:
+        # Each seed is a training run per cell: a larger count is a typo, not a plan.
+        raise UserInputError(
+            f"--seeds {count} asks for {count} training runs per combination; at most "
+            f"{MAX_SEEDS} (3 to 10 is usual)"
+        )
     return GridAxis(SEED_KEY, tuple(str(seed) for seed in range(count)))
 
 
