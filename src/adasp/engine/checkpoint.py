@@ -127,9 +127,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "refused for safety"
         ) from None
     # Every reader (evaluate, extract, export, search, resume) looks entries up by name.
-    if not isinstance(checkpoint, dict) or not all(isinstance(k, str) for k in checkpoint):
-        kind = type(checkpoint).__name__ if not isinstance(checkpoint, dict) else "dict"
-        what = f"a {kind}" if kind != "dict" else "a dict with non-string keys"
+    what = None
+    if not isinstance(checkpoint, dict):
+        what = f"a {type(checkpoint).__name__}"
+    elif not all(isinstance(key, str) for key in checkpoint):
+        what = "a dict with non-string keys"
+    if what is not None:
         raise UserInputError(
             f"{path} holds {what}, not an adasp checkpoint (a dict with a 'model' entry, or a "
             "state dict of tensors); pass the model.pt or checkpoints/last.pt of an adasp run"
