@@ -127,7 +127,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "refused for safety"
         ) from None
     # Every reader (evaluate, extract, export, search, resume) looks entries up by name.
-    what = None
+    what: str | None = None
     if not isinstance(checkpoint, dict):
         what = f"a {type(checkpoint).__name__}"
     elif not all(isinstance(key, str) for key in checkpoint):

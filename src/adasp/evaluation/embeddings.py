@@ -206,7 +206,9 @@ def load_embeddings(path: str | os.PathLike) -> Embeddings:
             f"{source} lacks the array(s) {', '.join(missing)}; an embedding file needs "
             f"{', '.join(REQUIRED_ARRAYS)} (and optionally splits)"
         )
-    version = _format_version(stored.get("format_version", np.int64(FORMAT_VERSION)), source)
+    version = _format_version(
+        stored.get("format_version", np.asarray(FORMAT_VERSION, dtype=np.int64)), source
+    )
     if version > FORMAT_VERSION:
         raise UserInputError(
             f"{source} has embedding format version {version}; this adasp reads up to "
