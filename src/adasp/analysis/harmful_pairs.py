@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from adasp.errors import UserInputError
+from adasp.utils.checks import check_seed
 
 Z_95 = 1.959963984540054
 
@@ -51,6 +52,28 @@ def check_model(ids: int, instances: int, harmful: int, trials: int = 1) -> None
         )
     if trials < 1:
         raise UserInputError(f"--trials must be >= 1, got {trials}")
+
+
+#: Bytes the simulation holds per element of an identity's ``M x M`` tables: float32
+#: similarities, bool flags, int64 partners and the per-pair keys, values and indices.
+BYTES_PER_ELEMENT = 24
+
+
+def check_instances_fit(instances: int, max_chunk_elements: int = 2**24) -> None:
+    """Refuse an ``M`` whose one identity's ``M x M`` tables exceed the simulation's chunk
+    bound (M at most ``sqrt(max_chunk_elements)``: 4096 by default, about 400 MB).
+
+    Raises:
+        UserInputError: names the memory ``M`` would need and the limit.
+    """
+    limit = math.isqrt(max_chunk_elements)
+    if instances > limit:
+        needed = instances * instances * BYTES_PER_ELEMENT
+        raise UserInputError(
+            f"--instances {instances} needs about {needed / 1e9:.0f} GB for one identity's "
+            f"{instances}x{instances} tables; the simulation takes at most {limit} instances "
+            f"(about {limit * limit * BYTES_PER_ELEMENT / 1e6:.0f} MB): lower --instances"
+        )
 
 
 def exact_probabilities(instances: int, harmful: int) -> tuple[float, float]:
@@ -157,6 +180,8 @@ def simulate_harmful_pairs(
         interval over identities, whose M picks are correlated), and the closed forms.
     """
     check_model(ids, instances, harmful, trials)
+    check_seed("--seed", seed, UserInputError)
+    check_instances_fit(instances, max_chunk_elements)
     generator = torch.Generator().manual_seed(seed)
     total = ids * trials
     chunk = max(1, max_chunk_elements // (instances * instances))

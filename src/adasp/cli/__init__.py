@@ -154,3 +154,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"adasp {args.command}: interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as error:
+        message = _distributed_failure(error, args.command)
+        if message is None or args.debug:
+            raise
+        print(f"adasp {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+def _distributed_failure(error: RuntimeError, command: str) -> str | None:
+    """The one-line report of a multi-process run whose peer went away (None otherwise)."""
+    if "torch.distributed" not in sys.modules:  # no process group: nothing to translate
+        return None
+    from adasp.engine.distributed import lost_peer_message
+
+    return lost_peer_message(error, command)

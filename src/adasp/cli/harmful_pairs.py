@@ -53,10 +53,13 @@ def run(args: argparse.Namespace) -> int:
     )
 
     if args.sweep:
+        from adasp.cli.common import claim_output_dir
+
         check_model(args.ids, args.instances, 0, args.trials)
-        results = sweep_harmful_pairs(args.ids, args.instances, args.trials, args.seed)
         out = args.output or f"harmful-pairs-M{args.instances}"
-        paths = write_sweep(results, out)
+        with claim_output_dir(out):  # checked before the simulation, not after it
+            results = sweep_harmful_pairs(args.ids, args.instances, args.trials, args.seed)
+            paths = write_sweep(results, out)
         if args.json:
             print(json.dumps([r.to_dict() for r in results], indent=2))
             return 0

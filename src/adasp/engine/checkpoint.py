@@ -118,7 +118,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise MissingPathError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for corrupt or unsafe files
         reason = (str(error).strip().splitlines() or [""])[0]
         raise UserInputError(
@@ -126,6 +126,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "adasp checkpoints hold only tensors and plain values; a file with other objects is "
             "refused for safety"
         ) from None
+    # Every reader (evaluate, extract, export, search, resume) looks entries up by name.
+    what: str | None = None
+    if not isinstance(checkpoint, dict):
+        what = f"a {type(checkpoint).__name__}"
+    elif not all(isinstance(key, str) for key in checkpoint):
+        what = "a dict with non-string keys"
+    if what is not None:
+        raise UserInputError(
+            f"{path} holds {what}, not an adasp checkpoint (a dict with a 'model' entry, or a "
+            "state dict of tensors); pass the model.pt or checkpoints/last.pt of an adasp run"
+        )
+    return checkpoint
 
 
 def remove_stale_temporaries(path: str | Path) -> None:
@@ -145,3 +157,95 @@ def model_state_from_checkpoint(checkpoint: dict[str, Any], path: str | Path) ->
         f"{path} holds no model weights (expected an adasp checkpoint with a 'model' entry or a "
         "state dict of tensors)"
     )
+
+
+#: Model settings that change no weight's shape (a difference there explains no mismatch).
+_SHAPELESS_MODEL_KEYS = (
+    "pretrained",
+    "channels_last",
+    "compile",
+    "sync_bn",
+    "dropout",
+    "neck_feat",
+)
+
+
+def shape_mismatches(
+    model: torch.nn.Module, state: dict[str, Any]
+) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
+    """``(key, shape in state, shape in model)`` of every weight both have with another shape."""
+    own = model.state_dict()
+    return [
+        (key, tuple(value.shape), tuple(own[key].shape))
+        for key, value in state.items()
+        if key in own and isinstance(value, torch.Tensor) and value.shape != own[key].shape
+    ]
+
+
+def _model_setting_differences(saved: Any, now: dict[str, Any]) -> list[str]:
+    if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
+        return []
+    before, after = saved["model"], now.get("model", {})
+    return [
+        f"model.{key}: the checkpoint was trained with {before.get(key)!r}, the config says "
+        f"{after.get(key)!r}"
+        for key in sorted(set(before) | set(after))
+        if key not in _SHAPELESS_MODEL_KEYS and before.get(key) != after.get(key)
+    ]
+
+
+def check_weights_fit(
+    model: torch.nn.Module,
+    checkpoint: dict[str, Any],
+    path: str | Path,
+    config: dict[str, Any],
+) -> None:
+    """Refuse, in one line, a checkpoint whose weights have other shapes than ``model``'s:
+    the mismatching keys and the config settings that differ from the checkpoint's own.
+
+    Raises:
+        UserInputError: some weight's shape differs.
+    """
+    mismatched = shape_mismatches(model, model_state_from_checkpoint(checkpoint, path))
+    if not mismatched:
+        return
+    shown = ", ".join(
+        f"{k} is {a} in the checkpoint but {b} in the model" for k, a, b in mismatched[:3]
+    )
+    more = f" (and {len(mismatched) - 3} more)" if len(mismatched) > 3 else ""
+    causes = _model_setting_differences(checkpoint.get("config"), config)
+    model_cfg = config.get("model", {})
+    cause = (
+        "; ".join(causes)
+        if causes
+        else f"check model.backbone ({model_cfg.get('backbone')!r}) and model.embedding_dim "
+        f"({model_cfg.get('embedding_dim')!r})"
+    )
+    stored = isinstance(checkpoint.get("config"), dict)
+    fix = (
+        "use the config the checkpoint was trained with (without --config, the one it stores)"
+        if stored
+        else "pass the config the checkpoint was trained with"
+    )
+    raise UserInputError(
+        f"checkpoint {path} does not match the config: {shown}{more}; {cause}; {fix}"
+    )
+
+
+def check_same_training_set(
+    model: torch.nn.Module, checkpoint: dict[str, Any], folder: Path
+) -> None:
+    """Refuse to resume when the training set's identity count changed since the run started
+    (the classifier has one row per training identity).
+
+    Raises:
+        UserInputError: the checkpoint's classifier and the model's have other sizes.
+    """
+    saved = checkpoint.get("num_classes")
+    now = int(getattr(model, "num_classes", 0))
+    if isinstance(saved, int) and saved and now and saved != now:
+        raise UserInputError(
+            f"cannot resume {folder}: the training set changed (the run was trained on {saved} "
+            f"identities, the training split now has {now}); restore the training images the run "
+            "started with, or start a new run (another --output, or --overwrite)"
+        )

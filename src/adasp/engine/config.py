@@ -22,8 +22,9 @@ import yaml
 
 from adasp.engine.typed_config import ConfigError, first_non_finite, from_dict, to_dict
 from adasp.errors import MissingPathError
-from adasp.utils.checks import check_float
+from adasp.utils.checks import check_float, check_seed
 from adasp.utils.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from adasp.utils.text_files import read_utf8
 
 
 def _package_presets() -> Path:
@@ -301,7 +302,7 @@ def read_yaml_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict
     if not path.is_file():
         raise MissingPathError(f"config file not found: {path}")
     try:
-        data = load_yaml(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(read_utf8(path, "save the file as UTF-8", ConfigError)) or {}
     except DuplicateKeyError as error:
         raise DuplicateKeyError(f"{path}: {error}") from None
     except yaml.YAMLError as error:
@@ -478,7 +479,7 @@ def validate_config(config: ExperimentConfig) -> None:
         not (o.optimizer == "sgd" and o.nesterov and o.momentum == 0),
         "config key 'optim.nesterov' needs 'optim.momentum' > 0",
     )
-    _require(t.seed >= 0, f"config key 'train.seed' must be >= 0, got {t.seed}")
+    check_seed("config key 'train.seed'", t.seed, ConfigError)
     _require(s.epochs >= 1, f"config key 'schedule.epochs' must be >= 1, got {s.epochs}")
     _require(
         s.warmup_iters >= 0,
@@ -596,6 +597,11 @@ def _validate_data(d: DataConfig) -> None:
     )
     _require(d.num_workers >= 0, f"config key 'data.num_workers' must be >= 0, got {d.num_workers}")
     _require(d.test_batch_size >= 1, "config key 'data.test_batch_size' must be >= 1")
+    _require(
+        d.prefetch_factor >= 1,
+        f"config key 'data.prefetch_factor' must be >= 1 (batches each loader worker prepares "
+        f"ahead), got {d.prefetch_factor}",
+    )
 
 
 def _validate_model(m: ModelConfig) -> None:

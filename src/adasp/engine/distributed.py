@@ -51,7 +51,20 @@ def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
             )
         if resolved.index is None:
             resolved = torch.device("cuda", local_rank % torch.cuda.device_count())
+    # Checked here, before anything is built; meta (shapes without data) exists everywhere.
+    elif resolved.type not in ("cpu", "meta") and not _backend_available(resolved.type):
+        raise UserInputError(
+            f"device {device!r} requested but {resolved.type.upper()} is not available here; "
+            "use --device cpu"
+        )
     return resolved
+
+
+def _backend_available(kind: str) -> bool:
+    """Whether torch can use devices of type ``kind`` (mps, xpu, ...) on this machine."""
+    backend = getattr(torch.backends, kind, None) or getattr(torch, kind, None)
+    is_available = getattr(backend, "is_available", None)
+    return bool(is_available()) if callable(is_available) else False
 
 
 def resolve_rank() -> int:
@@ -95,3 +108,40 @@ def gather_objects(obj: Any, ctx: DistributedContext) -> list[Any]:
     out: list[Any] = [None] * ctx.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+#: How gloo and NCCL report, on the ranks still running, that another process of the group
+#: is gone (killed, crashed or stopped on its own error).
+LOST_PEER_SIGNS = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "Broken pipe",
+    "Connection refused",
+    "remote process exited",
+    "NCCL communicator was aborted",
+)
+
+
+def lost_peer_message(error: BaseException, command: str) -> str | None:
+    """One line for an error of a collective whose peer process went away, naming this rank
+    and the fix; None for any other error (which keeps its traceback).
+
+    A process started by hand (or by torchrun) whose partner is killed sees the loss as a
+    ``RuntimeError`` from the communication library, in whatever collective it was running.
+    """
+    world = os.environ.get("WORLD_SIZE", "1")
+    if not isinstance(error, RuntimeError) or world in ("", "1"):
+        return None
+    text = str(error)
+    sign = next((s for s in LOST_PEER_SIGNS if s in text), None)
+    if sign is None:
+        return None
+    again = (
+        "start every rank again with --resume (the last checkpoint is intact)"
+        if command == "train"
+        else "start every rank again"
+    )
+    return (
+        f"rank {resolve_rank()} of {world} lost contact with the process group ({sign}): "
+        f"another rank stopped or was killed (its own output says why); {again}"
+    )

@@ -10,7 +10,11 @@ import torch
 from torch import nn
 
 from adasp.engine.builders import build_reid_model
-from adasp.engine.checkpoint import load_checkpoint, model_state_from_checkpoint
+from adasp.engine.checkpoint import (
+    check_weights_fit,
+    load_checkpoint,
+    model_state_from_checkpoint,
+)
 from adasp.engine.config import ExperimentConfig, config_from_dict, load_config
 from adasp.errors import UserInputError
 
@@ -60,7 +64,9 @@ def build_inference_model(
         torch.manual_seed(config.train.seed)
         model = build_reid_model(model_cfg, num_classes)
     if checkpoint is not None:
-        state = model_state_from_checkpoint(checkpoint, checkpoint_path or "the checkpoint")
+        where = checkpoint_path or "the checkpoint"
+        check_weights_fit(model, checkpoint, where, config.to_dict())
+        state = model_state_from_checkpoint(checkpoint, where)
         result = model.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:
             raise UserInputError(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
+from adasp.errors import UserInputError
 from adasp.utils.atomic import atomic_write_text
 
 
@@ -67,7 +70,16 @@ class RunLog:
                     stacklevel=3,
                 )
                 continue
-            if isinstance(event, dict) and event.get("step", 0) <= step:
+            event_step = event.get("step", 0) if isinstance(event, dict) else None
+            if isinstance(event_step, bool) or not isinstance(event_step, int):
+                # Not an event this log wrote (edited by hand): it cannot be ordered.
+                warnings.warn(
+                    f"{self.path}: line {number} has no step number (step {event_step!r}); "
+                    f"dropped: {line[:80]!r}",
+                    stacklevel=3,
+                )
+                continue
+            if event_step <= step:
                 kept.append(line)
         atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
 
@@ -76,16 +88,33 @@ class RunLog:
         if not self.enabled:
             return
         record = {"event": kind, "step": step, "time": round(time.time(), 3), **values}
-        self._handle.write(json.dumps(record, default=float) + "\n")
-        self._handle.flush()
+        try:
+            self._handle.write(json.dumps(record, default=float) + "\n")
+            self._handle.flush()
+        except OSError as error:
+            raise self._write_error(error) from None
         if self._writer is not None:
             for name, value in values.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     self._writer.add_scalar(f"{kind}/{name}", value, step)
 
+    def _write_error(self, error: OSError) -> UserInputError:
+        problem = (
+            "no space left on the device"
+            if error.errno == errno.ENOSPC
+            else f"cannot write ({error.strerror or error})"
+        )
+        return UserInputError(
+            f"{problem} while writing {self.path}; the last checkpoint is intact (a torn last "
+            "log line is dropped on resume): free space and run again with --resume"
+        )
+
     def close(self) -> None:
         if not self.enabled:
             return
-        self._handle.close()
+        # A write that failed (reported by event) leaves its line buffered; closing would
+        # raise the same error again and hide the first report.
+        with contextlib.suppress(OSError):
+            self._handle.close()
         if self._writer is not None:
             self._writer.close()

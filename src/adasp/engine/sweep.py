@@ -28,9 +28,15 @@ from adasp.errors import UserInputError
 from adasp.evaluation.results import METRIC_NAMES
 from adasp.evaluation.seed_statistics import SEED_KEY
 from adasp.utils.atomic import atomic_write_json, atomic_write_text
+from adasp.utils.json_files import read_json_object
 from adasp.utils.tables import format_table
 
 MANIFEST = "sweep.json"
+#: What to do about a torn manifest: the runs' folders keep their results.
+_MANIFEST_FIX = (
+    "delete it and run the same adasp sweep command again (it writes the manifest again and "
+    "keeps the finished runs)"
+)
 FAILED = "failed.json"
 #: Longest run folder name; longer ones end in a hash of the full name instead.
 MAX_NAME = 150
@@ -126,6 +132,10 @@ def _adds_seeds(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> bool:
     return True
 
 
+#: The most seeds ``adasp sweep --seeds`` takes.
+MAX_SEEDS = 1000
+
+
 def seed_axis(count: int) -> GridAxis:
     """The axis ``train.seed=0,1,...,count-1`` of ``adasp sweep --seeds count``.
 
@@ -134,6 +144,12 @@ def seed_axis(count: int) -> GridAxis:
     """
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise UserInputError(f"--seeds must be a positive integer (e.g. 3), got {count!r}")
+    if count > MAX_SEEDS:
+        # Each seed is a training run per cell: a larger count is a typo, not a plan.
+        raise UserInputError(
+            f"--seeds {count} asks for {count} training runs per combination; at most "
+            f"{MAX_SEEDS} (3 to 10 is usual)"
+        )
     return GridAxis(SEED_KEY, tuple(str(seed) for seed in range(count)))
 
 
@@ -260,7 +276,7 @@ class Sweep:
         path = self.output / MANIFEST
         manifest = self.manifest()
         if path.exists():
-            old = json.loads(path.read_text())
+            old = read_json_object(path, _MANIFEST_FIX)
             keys = ("overrides", "grid")
             # The same preset may sit elsewhere now (a moved venv, presets moved into the
             # package); the digest below tells whether its content changed.
@@ -331,7 +347,8 @@ class Sweep:
         for run in self.runs:
             path = self.output / run.name / FAILED
             if path.exists():
-                out[run.name] = json.loads(path.read_text())["error"]
+                record = read_json_object(path, "delete it and run the sweep with --retry-failed")
+                out[run.name] = str(record.get("error", "unknown error"))
         return out
 
     def _attempt(self, run: SweepRun, device: str) -> None:
@@ -391,7 +408,7 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise UserInputError(f"{folder} is not a sweep folder: {path} not found (run adasp sweep)")
-    return json.loads(path.read_text())
+    return read_json_object(path, _MANIFEST_FIX)
 
 
 def collect_results(folder: str | Path) -> list[dict[str, Any]]:
@@ -404,7 +421,10 @@ def collect_results(folder: str | Path) -> list[dict[str, Any]]:
         metrics_path = folder / run["name"] / "metrics.json"
         if not metrics_path.exists():
             continue
-        metrics = json.loads(metrics_path.read_text())
+        metrics = read_json_object(
+            metrics_path,
+            f"delete the run folder {metrics_path.parent} and run the sweep again to redo that run",
+        )
         row: dict[str, Any] = {"run": run["name"]}
         row.update(run["values"])
         row.update({m: metrics.get(m) for m in METRIC_NAMES})

@@ -37,6 +37,7 @@ from torch import nn
 
 from adasp.engine.checkpoint import (
     capture_rng_state,
+    check_same_training_set,
     load_checkpoint,
     remove_stale_temporaries,
     restore_rng_state,
@@ -529,6 +530,7 @@ class Trainer:
                 f"{self.checkpoint_path} is not an adasp training checkpoint (format "
                 f"{ckpt.get('format')!r}); it cannot be resumed"
             )
+        check_same_training_set(unwrap_model(self.model), ckpt, self.output_dir)
         unwrap_model(self.model).load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt["scaler"]:  # empty when the run started without fp16 loss scaling

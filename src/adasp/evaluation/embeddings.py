@@ -54,13 +54,23 @@ class Embeddings:
     def subset(self, indices: Any) -> Embeddings:
         """The rows at ``indices`` (integer array or boolean mask)."""
         idx = np.asarray(indices)
-        return Embeddings(
-            self.features[idx],
-            self.pids[idx],
-            self.camids[idx],
-            self.paths[idx],
-            None if self.splits is None else self.splits[idx],
-        )
+        try:
+            return Embeddings(
+                self.features[idx],
+                self.pids[idx],
+                self.camids[idx],
+                self.paths[idx],
+                None if self.splits is None else self.splits[idx],
+            )
+        except MemoryError:
+            rows = int(idx.sum()) if idx.dtype == bool else int(idx.size)
+            needed = rows * (self.dim * self.features.itemsize + 16 + self.paths.itemsize)
+            raise UserInputError(
+                f"not enough memory to copy {rows} embeddings of dimension {self.dim} (needs "
+                f"about {needed / 1e9:.1f} GB more); free memory, or write the query and gallery "
+                "embeddings to separate files (adasp extract --split query / --split gallery) and "
+                "pass --query Q.npz --gallery G.npz"
+            ) from None
 
     def split(self, name: str) -> Embeddings:
         """The rows whose split is ``name`` (e.g. ``"query"``, ``"gallery"``)."""
@@ -146,6 +156,15 @@ def save_embeddings(
     return target
 
 
+def _format_version(value: np.ndarray, source: Path) -> int:
+    if value.shape != () or value.dtype.kind not in "iu":
+        raise UserInputError(
+            f"{source}: format_version must be one integer, got {value.dtype} array of shape "
+            f"{value.shape}; the file was not written by `adasp extract`: write it again with it"
+        )
+    return int(value)
+
+
 def load_embeddings(path: str | os.PathLike) -> Embeddings:
     """Read a file written by :func:`save_embeddings` (no pickle: safe on untrusted files).
 
@@ -161,9 +180,23 @@ def load_embeddings(path: str | os.PathLike) -> Embeddings:
             "(an .npz with features, pids, camids, paths)"
         )
     try:
-        with np.load(source, allow_pickle=False) as archive:
+        loaded = np.load(source, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise UserInputError(
+                f"{source} is a single NumPy array (.npy), not an embedding file; write one with "
+                "`adasp extract` (an .npz with features, pids, camids, paths)"
+            )
+        with loaded as archive:
             stored = {name: archive[name] for name in archive.files}
+    except MemoryError:
+        raise UserInputError(
+            f"not enough memory to read {source} (its arrays need more than is free); free "
+            "memory, or extract fewer images per file (adasp extract --split query / --split "
+            "gallery) and pass --query Q.npz --gallery G.npz"
+        ) from None
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+        if isinstance(error, UserInputError):
+            raise
         raise UserInputError(
             f"{source} is not a readable embedding file (.npz written by `adasp extract`): {error}"
         ) from error
@@ -173,7 +206,9 @@ def load_embeddings(path: str | os.PathLike) -> Embeddings:
             f"{source} lacks the array(s) {', '.join(missing)}; an embedding file needs "
             f"{', '.join(REQUIRED_ARRAYS)} (and optionally splits)"
         )
-    version = int(stored.get("format_version", FORMAT_VERSION))
+    version = _format_version(
+        stored.get("format_version", np.asarray(FORMAT_VERSION, dtype=np.int64)), source
+    )
     if version > FORMAT_VERSION:
         raise UserInputError(
             f"{source} has embedding format version {version}; this adasp reads up to "

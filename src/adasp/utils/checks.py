@@ -77,3 +77,15 @@ def _as_float(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError, RuntimeError):  # e.g. complex, a tensor of several values
         return None
+
+
+#: The largest seed: every generator seeded from it (Python, NumPy, torch, per-sample mixes)
+#: takes any value up to 2**32 - 1.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(name: str, value: Any, error: type[Exception] = ValueError) -> int:
+    """``value`` as a seed: an integer in ``[0, MAX_SEED]`` (the error names ``name``)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise error(f"{name} must be an integer in [0, {MAX_SEED}], got {value!r}")
+    return value
