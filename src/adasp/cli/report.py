@@ -10,6 +10,10 @@ or not.
 Examples:
   adasp report runs/table-s4
   adasp report runs/seeds --baseline loss.name=triplet
+
+A tuning folder (adasp sweep --group ...) gets its selection tables (every cell tried, the
+winner marked, the budget per group) and the selected recipes over seeds, with paired
+differences against each --baseline group (VALUE or KEY=VALUE).
 """
 
 from __future__ import annotations
@@ -38,8 +42,22 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from adasp.engine.sweep import collect_results, read_manifest
+    from adasp.engine.tuning import is_tuning_folder, load_tuning
     from adasp.evaluation.sweep_report import write_report
+    from adasp.evaluation.tuning_report import baseline_groups, write_tuning_report
 
+    if is_tuning_folder(args.folder):
+        summary = load_tuning(args.folder).summary()
+        paths = write_tuning_report(
+            args.folder,
+            summary,
+            args.metrics,
+            baseline_groups(args.baseline, summary.group_key),
+        )
+        print(Path(paths["report"]).read_text())
+        for name, path in paths.items():
+            print(f"{name}: {path}")
+        return 0
     paths = write_report(
         args.folder,
         read_manifest(args.folder),

@@ -410,6 +410,21 @@ def loss_term_options(loss: LossConfig, name: str) -> dict[str, Any]:
     return options
 
 
+def effective_config(config: ExperimentConfig) -> dict[str, Any]:
+    """``config`` as a dict with the ``loss`` section reduced to what the objective uses: two
+    configs that differ only in keys the run ignores (``loss.weight`` with ``loss.name: none``,
+    ``loss.temperature`` for a triplet, another loss's ``options``) give the same dict."""
+    values = config.to_dict()
+    loss = config.loss
+    used: dict[str, Any] = {"ce_weight": loss.ce_weight}
+    if loss.ce_weight > 0:
+        used["label_smoothing"] = loss.label_smoothing
+    if loss.name != "none":
+        used.update(name=loss.name, weight=loss.weight, options=loss_term_options(loss, loss.name))
+    values["loss"] = used
+    return values
+
+
 def validate_config(config: ExperimentConfig) -> None:
     """Cross-field and registry checks; raises :class:`ConfigError` naming the key."""
     from adasp.losses import LOSSES, build_loss, loss_options, options_from_config
