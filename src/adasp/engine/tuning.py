@@ -42,6 +42,7 @@ from adasp.evaluation.results import METRIC_NAMES
 from adasp.evaluation.seed_statistics import SEED_KEY
 from adasp.evaluation.tuning_report import GroupSelection, SelectionCell, TuningSummary
 from adasp.utils.atomic import atomic_write_json
+from adasp.utils.json_files import read_json_object
 
 #: The tuning's own manifest (beside the groups' sweep folders).
 TUNING_MANIFEST = "tuning.json"
@@ -220,7 +221,7 @@ class Tuning:
         path = self.output / TUNING_MANIFEST
         manifest = self.manifest()
         if path.exists():
-            old = read_json(path)
+            old = read_json_object(path, f"delete {path} and run the command again")
             if {k: old.get(k) for k in manifest} != manifest:
                 raise UserInputError(
                     f"{self.output} holds a different tuning ({path}); use another --output or "
@@ -308,21 +309,11 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``; one-line error for a torn or foreign file."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise UserInputError(f"cannot read {path}: {error}; delete it to start again") from None
-    if not isinstance(data, dict):
-        raise UserInputError(f"{path} is not a JSON object; delete it to start again")
-    return data
-
-
 def read_metrics(run_folder: Path) -> dict[str, Any] | None:
     """A finished run's ``metrics.json``, or None while it has none."""
     path = run_folder / "metrics.json"
-    return read_json(path) if path.is_file() else None
+    fix = "delete the run folder and run the same command again to retrain it"
+    return read_json_object(path, fix) if path.is_file() else None
 
 
 def load_tuning(folder: str | Path) -> Tuning:
@@ -331,7 +322,7 @@ def load_tuning(folder: str | Path) -> Tuning:
     path = folder / TUNING_MANIFEST
     if not path.is_file():
         raise UserInputError(f"{folder} is not a tuning folder: {path} not found")
-    data = read_json(path)
+    data = read_json_object(path, f"delete {path} and run the tuning command again")
     group = data["group"]
     groups = GridAxis(group["key"], tuple(group["values"]))
     axes = [GridAxis(a["key"], tuple(a["values"])) for a in data["grid"]]
