@@ -46,7 +46,7 @@ def test_ranked_lists_from_distances(tmp_path):
     files = save_ranked_lists(
         q_paths, g_paths, dist, q_pids, g_pids, q_cams, g_cams, tmp_path / "out", 2, topk=3
     )
-    assert [f.name for f in files] == ["query_00000.png", "query_00002.png"]
+    assert [f.name for f in files] == ["q0.png", "q2.png"]  # named after the query files
     for file in files:
         with Image.open(file) as image:
             image.verify()
@@ -76,7 +76,7 @@ def test_ranked_lists_from_ranked_indices_and_chosen_queries(tmp_path):
         topk=2,
         query_indices=[1],
     )
-    assert [f.name for f in files] == ["query_00001.png"]
+    assert [f.name for f in files] == ["q1.png"]
     with Image.open(files[0]) as image:
         image = image.convert("RGB")
         assert [frame_color(image, c) for c in (1, 2)] == [MISMATCH_COLOR, MATCH_COLOR]
