@@ -26,6 +26,7 @@ from adasp.plugins import load_plugins
 COMMANDS: dict[str, str] = {
     "train": "adasp.cli.train",
     "evaluate": "adasp.cli.evaluate",
+    "compare": "adasp.cli.compare",
     "extract": "adasp.cli.extract",
     "search": "adasp.cli.search",
     "export": "adasp.cli.export",

@@ -26,13 +26,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from adasp.evaluation.query_results import QueryResults
 from adasp.evaluation.results import METRIC_LABELS, METRIC_NAMES, DrawsMetrics, TestSetMetrics
 from adasp.utils.atomic import atomic_write_text
+
+if TYPE_CHECKING:
+    from adasp.evaluation.run_comparison import RunComparison
 
 #: Thumbnail box, ``(width, height)`` pixels (the page shows them at 48 x 96).
 THUMBNAIL_SIZE = (48, 96)
@@ -288,6 +291,52 @@ def write_results_page(
         ]
     parts.append("<h2>Queries</h2>")
     page = render_page(title, "".join(parts), [""], sets, thumbs)
+    target = Path(path)
+    atomic_write_text(target, page)
+    return target
+
+
+def write_comparison_page(
+    path: str | os.PathLike,
+    comparisons: Sequence[RunComparison],
+    *,
+    title: str = "adasp compare",
+    topk: int = 10,
+) -> Path:
+    """Write the comparison page of two runs (``adasp compare --html``); returns its path.
+
+    Above the query list: per test set, both runs' mAP and R1, ΔmAP and ΔR1 with their
+    bootstrap intervals, the improved/worsened/same counts and both CMC curves. Each query row
+    shows both ranked lists (A above B) and ΔAP; the default order is the largest |ΔAP| first.
+    """
+    from adasp.evaluation.run_comparison import interval_text
+
+    thumbs = Thumbnails()
+    sets = [_test_set_payload([c.a, c.b], topk, thumbs) for c in comparisons]
+    labels = [comparisons[0].label_a, comparisons[0].label_b] if comparisons else ["A", "B"]
+    parts = []
+    for c in comparisons:
+        level = f"{100 * c.delta_map.level:g}%"
+        rows = "".join(
+            f"<tr><td>{name}</td><td>{100 * va:.2f}</td><td>{100 * vb:.2f}</td>"
+            f"<td>{html.escape(interval_text(diff))}</td></tr>"
+            for name, va, vb, diff in (
+                ("mAP", c.a.mean_ap, c.b.mean_ap, c.delta_map),
+                ("R1", c.a.rank1, c.b.rank1, c.delta_rank1),
+            )
+        )
+        parts.append(
+            f"<h2>{html.escape(c.test_set)}</h2>"
+            f'<table class="metrics"><tr><th>metric (%)</th><th>{html.escape(c.label_a)}</th>'
+            f"<th>{html.escape(c.label_b)}</th><th>Δ (B − A) [{level} interval]</th></tr>{rows}"
+            "</table>"
+            f'<p class="note">Paired percentile bootstrap over the queries valid in both runs, '
+            f"{c.delta_map.resamples} resamples. AP per query: <b>{c.improved}</b> improved, "
+            f"<b>{c.worsened}</b> worsened, <b>{c.same}</b> the same (|ΔAP| ≤ {c.tolerance:g}).</p>"
+            + cmc_svg({c.label_a: cmc_curve(c.a), c.label_b: cmc_curve(c.b)}, f"CMC: {c.test_set}")
+        )
+    parts.append("<h2>Queries</h2>")
+    page = render_page(title, "".join(parts), labels, sets, thumbs)
     target = Path(path)
     atomic_write_text(target, page)
     return target
