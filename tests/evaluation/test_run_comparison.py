@@ -97,7 +97,9 @@ def test_comparison_page_in_chromium(two_runs, tmp_path):
     from adasp.evaluation.results_page import write_comparison_page
 
     if bench.find_browser() is None:
-        pytest.skip("no chromium + chromedriver installed (apt-get install chromium chromium-driver)")
+        pytest.skip(
+            "no chromium + chromedriver installed (apt-get install chromium chromium-driver)"
+        )
     a, b = two_runs
     c = compare_query_results(a, b, resamples=100)
     page = write_comparison_page(tmp_path / "compare.html", [c], topk=4)
