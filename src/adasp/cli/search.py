@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from adasp.cli.common import add_progress_argument
+
 HELP = "top-k gallery images for query images, from embedding files"
 
 
@@ -39,6 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--show", type=int, default=5, help="queries to print in the summary table (5; 0: none)"
     )
+    parser.add_argument(
+        "--keep-same-camera",
+        action="store_true",
+        help="keep gallery images of the query's identity from the query's camera (left out "
+        "by default when cameras are known, as the evaluation does: often the query itself)",
+    )
+    add_progress_argument(parser)
     model = parser.add_argument_group(
         "or embed two folders of images with a trained model (instead of embedding files)"
     )
@@ -90,11 +99,23 @@ def search_and_report(query, gallery, args: argparse.Namespace) -> int:
             f"query embeddings have dimension {query.dim} but gallery embeddings {gallery.dim}; "
             "extract both with the same model"
         )
-    result = search_embeddings(query, gallery, args.topk, args.metric, args.backend)
+    result = search_embeddings(
+        query,
+        gallery,
+        args.topk,
+        args.metric,
+        args.backend,
+        exclude_same_camera=False if args.keep_same_camera else None,
+    )
     print(
         f"searched {len(query)} queries against {len(gallery)} gallery images "
         f"({args.metric} distance, {result.backend} backend, top {result.indices.shape[1]})"
     )
+    if result.same_camera_excluded:
+        print(
+            "left out: gallery images of the query's identity from the query's camera, as in "
+            "the evaluation (--keep-same-camera keeps them)"
+        )
     if args.show > 0 and len(query):
         print(format_search_table(result, args.show))
     if args.output:
