@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar, overload
 
-from adasp.errors import UserInputError
+from adasp.errors import UserInputError, did_you_mean
 from adasp.plugins import load_entry_points
 
 T = TypeVar("T")
@@ -89,7 +89,8 @@ class Registry(Generic[T]):
     def _check(self, name: str) -> None:
         if not isinstance(name, str) or name not in self._loaded:
             raise UserInputError(
-                f"unknown {self.kind} {name!r}; allowed: {', '.join(self.names())}"
+                f"unknown {self.kind} {name!r}{did_you_mean(name, self.names())}; allowed: "
+                f"{', '.join(self.names())}"
             )
 
     def __contains__(self, name: object) -> bool:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 
-from adasp.cli.common import add_progress_argument
-
 HELP = "per-query AP differences between two evaluated runs (bootstrap intervals)"
 
 
@@ -38,7 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--topk", type=int, default=10, help="gallery images per ranked list on the page (10)"
     )
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (0)")
-    add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

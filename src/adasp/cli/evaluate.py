@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 from adasp.cli.common import (
     add_config_arguments,
     add_device_argument,
-    add_progress_argument,
     claim_output_dir,
     overrides_from,
     show_progress,
@@ -64,7 +63,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=10,
         help="gallery images per ranked list (1 to 20, the number evaluate keeps per query)",
     )
-    add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 
-from adasp.cli.common import add_progress_argument
-
 HELP = "tables and plots of a sweep folder"
 
 
@@ -41,7 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--html", action="store_true", help="also write FOLDER/report.html (opens offline)"
     )
-    add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

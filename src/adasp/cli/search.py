@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 
-from adasp.cli.common import add_progress_argument
-
 HELP = "top-k gallery images for query images, from embedding files"
 
 
@@ -47,7 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="keep gallery images of the query's identity from the query's camera (left out "
         "by default when cameras are known, as the evaluation does: often the query itself)",
     )
-    add_progress_argument(parser)
     model = parser.add_argument_group(
         "or embed two folders of images with a trained model (instead of embedding files)"
     )
@@ -128,6 +125,7 @@ def embed_folders(args: argparse.Namespace):
     ``--checkpoint``."""
     import numpy as np
 
+    from adasp.cli.common import show_progress
     from adasp.data.folder import list_folder_images
     from adasp.engine.builders import build_evaluator
     from adasp.engine.distributed import resolve_device
@@ -146,7 +144,7 @@ def embed_folders(args: argparse.Namespace):
     out = []
     for folder in (args.query_folder, args.gallery_folder):
         samples = list_folder_images(folder)
-        features = evaluator.embed(model, samples, device)
+        features = evaluator.embed(model, samples, device, progress=show_progress(args))
         out.append(
             Embeddings(
                 features.numpy().astype(np.float32),

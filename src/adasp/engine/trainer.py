@@ -52,6 +52,7 @@ from adasp.engine.distributed import (
 )
 from adasp.engine.loss_meter import LossMeter
 from adasp.engine.run_folder import RunFolderLock, check_run_outputs, remove_run_outputs
+from adasp.engine.progress import print_epoch_line
 from adasp.engine.run_log import RunLog
 from adasp.engine.schedule import LRSchedule
 from adasp.errors import UserInputError
@@ -753,6 +754,8 @@ class Trainer:
         if self.monitor is not None:
             values.update(self.monitor.last_values())
         self.log.event("train", self.state.step, **values)
+        if bar is None and self.state.batches_done == self.iters_per_epoch and self.ctx.is_main:
+            print_epoch_line(epoch + 1, self.settings.epochs, values)  # no bars: a line instead
         if bar is not None:
             bar.set_postfix(
                 {k: f"{v:.3f}" for k, v in means.items()}
