@@ -51,8 +51,8 @@ from adasp.engine.distributed import (
     init_distributed,
 )
 from adasp.engine.loss_meter import LossMeter
-from adasp.engine.run_folder import RunFolderLock, check_run_outputs, remove_run_outputs
 from adasp.engine.progress import print_epoch_line
+from adasp.engine.run_folder import RunFolderLock, check_run_outputs, remove_run_outputs
 from adasp.engine.run_log import RunLog
 from adasp.engine.schedule import LRSchedule
 from adasp.errors import UserInputError
