@@ -607,8 +607,7 @@ def _validate_model(m: ModelConfig) -> None:
     _require(
         m.backbone in BACKBONES,
         f"config key 'model.backbone': unknown backbone {m.backbone!r}"
-        f"{did_you_mean(m.backbone, BACKBONES.names())}; allowed: "
-        + ", ".join(BACKBONES.names()),
+        f"{did_you_mean(m.backbone, BACKBONES.names())}; allowed: " + ", ".join(BACKBONES.names()),
     )
     _require(
         m.last_stride in (1, 2),

@@ -51,6 +51,7 @@ from adasp.engine.distributed import (
     init_distributed,
 )
 from adasp.engine.loss_meter import LossMeter
+from adasp.engine.plugin_use import plugins_used
 from adasp.engine.progress import print_epoch_line
 from adasp.engine.run_folder import RunFolderLock, check_run_outputs, remove_run_outputs
 from adasp.engine.run_log import RunLog
@@ -496,6 +497,7 @@ class Trainer:
         return {
             "format": CHECKPOINT_FORMAT,
             "config": self.config.to_dict() if self.config is not None else None,
+            "plugins": plugins_used(self.config),  # named when a later command lacks them
             "num_classes": self._num_classes(),
             "model": unwrap_model(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -830,6 +832,7 @@ class Trainer:
             {
                 "format": "adasp-model-1",
                 "config": self.config.to_dict() if self.config is not None else None,
+                "plugins": plugins_used(self.config),  # named when a later command lacks them
                 "num_classes": self._num_classes(),
                 "model": unwrap_model(self.model).state_dict(),
             },
