@@ -189,7 +189,7 @@ def test_plugins_that_fail_to_import_are_one_clear_line(plugin_path, capsys):
     )
     with pytest.raises(UserInputError, match="backbone 'resnet50' is already registered"):
         load_plugins(["clash_plugin"])
-    with pytest.raises(UserInputError, match="plugin file not found: .*my_plugin.py"):
+    with pytest.raises(UserInputError, match=r"plugin file not found: .*my_plugin\.py"):
         load_plugins(["my_plugin.py"])
 
 
