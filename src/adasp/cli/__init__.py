@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "search": "adasp.cli.search",
     "export": "adasp.cli.export",
     "datasets": "adasp.cli.datasets",
+    "config": "adasp.cli.config",
     "sweep": "adasp.cli.sweep",
     "report": "adasp.cli.report",
     "harmful-pairs": "adasp.cli.harmful_pairs",
