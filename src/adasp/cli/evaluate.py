@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
             write_metrics(out / "metrics.json", metrics, checkpoint=args.checkpoint)
             title = "trained model" if args.checkpoint else "untrained model (no checkpoint)"
             print(titled_results_table(metrics, f"evaluation of the {title}"))
-            queries = write_query_results(out, results, evaluator.metric_options["metric"])
+            queries = write_query_results(out, results, str(evaluator.metric_options["metric"]))
             if args.visualize > 0 or args.visualize_worst > 0:
                 from adasp.evaluation.visual_results import write_visual_results
 

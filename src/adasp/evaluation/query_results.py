@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -268,6 +269,13 @@ class QueryResults:
             raise UserInputError(
                 f"{source} is not a per-query results file of adasp evaluate ({error})"
             ) from None
+
+
+def short_names(paths: Sequence[str]) -> list[str]:
+    """Paths relative to their common folder (``0002_c1s1_000451_03.jpg``, or ``004/01_2.png``
+    where identities are folders), for tables and pages."""
+    root = _common_folder([str(p) for p in paths])
+    return _relative(np.asarray(paths), root)
 
 
 def query_results_path(out_dir: str | os.PathLike, test_set: str) -> Path:

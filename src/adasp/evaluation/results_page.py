@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from adasp.evaluation.query_results import QueryResults
+from adasp.evaluation.query_results import QueryResults, short_names
 from adasp.evaluation.results import METRIC_LABELS, METRIC_NAMES, DrawsMetrics, TestSetMetrics
 from adasp.utils.atomic import atomic_write_text
 
@@ -103,13 +103,13 @@ def _test_set_payload(
     return {
         "name": first.test_set,
         "queries": {
-            "name": [os.path.basename(p) for p in query_paths],
+            "name": short_names(query_paths),
             "pid": first.query_pids.tolist(),
             "cam": first.query_camids.tolist(),
             "thumb": [thumbnails.index(p) for p in query_paths],
         },
         "gallery": {
-            "name": [os.path.basename(p) for p in gallery_paths],
+            "name": short_names(gallery_paths) if gallery_paths else [],
             "pid": first.gallery_pids[used].tolist(),
             "cam": first.gallery_camids[used].tolist(),
             "thumb": [thumbnails.index(p) for p in gallery_paths],
@@ -193,8 +193,10 @@ def metrics_table_html(metrics: Mapping[str, TestSetMetrics]) -> str:
             if isinstance(values, DrawsMetrics) and not math.isnan(value):
                 text += f" ± {100 * values.std[metric]:.2f}"
             cells.append(f"<td>{text}</td>")
-        queries = values.num_valid_queries if not isinstance(values, DrawsMetrics) else None
-        count = f"{queries:g}" if queries is not None else f"{values.num_draws} draws"
+        if isinstance(values, DrawsMetrics):
+            count = f"{values.num_draws} draws"
+        else:
+            count = f"{values.num_valid_queries:g}"
         rows.append(f"<tr><td>{html.escape(name)}</td>{''.join(cells)}<td>{count}</td></tr>")
     return (
         f'<table class="metrics"><tr><th>test set</th>{head}<th>valid queries</th></tr>'

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from adasp.errors import UserInputError
-from adasp.evaluation.query_results import QueryResults
+from adasp.evaluation.query_results import QueryResults, short_names
 from adasp.utils.tables import format_table
 
 #: Bootstrap resamples by default.
@@ -174,9 +174,10 @@ def format_comparison(comparison: RunComparison, top: int = 10) -> str:
             ["R1", f"{100 * c.a.rank1:.2f}", f"{100 * c.b.rank1:.2f}", interval_text(c.delta_rank1)],
         ],
     )  # fmt: skip
+    names = short_names(c.a.query_paths.tolist())
     changes = [
         [
-            os.path.basename(str(c.a.query_paths[i])),
+            names[i],
             str(int(c.a.query_pids[i])),
             str(int(c.a.query_camids[i])),
             f"{c.a.ap[i]:.3f}",

@@ -71,8 +71,10 @@ def write_sweep_page(
         cells += [f"<td>{html.escape(str(row.get(k, '')))}</td>" for k in keys]
         for metric in metrics:
             value = row.get(metric)
-            ok = isinstance(value, (int, float)) and math.isfinite(value)
-            cells.append(f"<td>{100 * value:.2f}</td>" if ok else "<td>–</td>")
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                cells.append(f"<td>{100 * value:.2f}</td>")
+            else:
+                cells.append("<td>–</td>")
         pages = sorted((folder / str(row["run"])).glob("**/report.html"))
         links = " ".join(
             f'<a href="{html.escape(p.relative_to(folder).as_posix())}">'

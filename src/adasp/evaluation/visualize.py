@@ -114,6 +114,7 @@ def save_ranked_lists(
             raise UserInputError(f"{name} must have shape ({size},); got {values.shape}")
     if topk < 1 or num_queries < 0:
         raise UserInputError(f"topk must be >= 1 and num_queries >= 0; got {topk}, {num_queries}")
+    chosen: list[int] | np.ndarray
     if query_indices is None:
         count = min(num_queries, num_q)
         chosen = np.unique(np.linspace(0, num_q - 1, count).round().astype(int)) if count else []
@@ -158,13 +159,23 @@ class RankedItem:
 
 
 def query_file_names(paths: Sequence[str]) -> list[str]:
-    """A PNG name per query, after its image file (``0002_c1s1_000451_03``); the query's
-    number is appended where two queries share a file name."""
+    """A PNG name per query, after its image file (``0002_c1s1_000451_03``); where two
+    queries share a file name, its folder's name comes first (``004_01_2``: identity folders),
+    and if that is still shared, the query's number is appended."""
+
+    def unique(names: list[str]) -> list[bool]:
+        counts: dict[str, int] = {}
+        for name in names:
+            counts[name] = counts.get(name, 0) + 1
+        return [counts[name] == 1 for name in names]
+
     stems = [Path(p).stem for p in paths]
-    counts: dict[str, int] = {}
-    for stem in stems:
-        counts[stem] = counts.get(stem, 0) + 1
-    return [stem if counts[stem] == 1 else f"{stem}_q{i}" for i, stem in enumerate(stems)]
+    with_folder = [f"{Path(p).parent.name}_{Path(p).stem}" for p in paths]
+    stem_ok, folder_ok = unique(stems), unique(with_folder)
+    return [
+        stem if stem_ok[i] else with_folder[i] if folder_ok[i] else f"{with_folder[i]}_q{i}"
+        for i, stem in enumerate(stems)
+    ]
 
 
 def _draw_mark(draw: Any, x: int, y: int, match: bool) -> None:
@@ -218,7 +229,11 @@ def draw_ranked_list(
         x += cell_w + GAP + (2 * GAP if index == 0 else 0)  # wider gap after the query
     path = Path(target)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_with(path, lambda handle, image=canvas: image.save(handle, format="PNG"))
+
+    def write(handle: Any) -> None:
+        canvas.save(handle, format="PNG")
+
+    atomic_write_with(path, write)
     return path
 
 
