@@ -131,3 +131,24 @@ def test_cmc_plot(tmp_path):
             assert image.format == "PNG" and image.width > 300
     with pytest.raises(UserInputError, match="at least one"):
         plot_cmc({}, tmp_path / "none.png")
+
+
+def test_worst_queries_are_drawn_first_with_the_pages_marks(tmp_path):
+    from adasp.evaluation.visual_results import write_visual_results
+    from tests.conftest import load_benchmark
+
+    queries, _ = load_benchmark("results_page").synthetic_query_results(tmp_path, 12, 60, 4)
+    files = write_visual_results(queries, tmp_path / "out", 0, topk=4, worst=3)
+    *lists, cmc = files
+    assert cmc.name == "cmc.png" and len(lists) == 3
+    worst = queries.worst(3)
+    assert [f.name for f in lists] == [
+        f"worst-{n:03d}_{Path(queries.query_paths[i]).stem}.png" for n, i in enumerate(worst, 1)
+    ]
+    assert np.all(np.diff(queries.ap[worst]) >= 0)
+    for file, index in zip(lists, worst, strict=True):
+        with Image.open(file) as image:
+            image = image.convert("RGB")
+            colours = [frame_color(image, cell) for cell in range(1, 5)]
+        expected = [MATCH_COLOR if m else MISMATCH_COLOR for m in queries.matches[index, :4]]
+        assert colours == expected
