@@ -67,7 +67,7 @@
   function row(ts, i) {
     const q = ts.queries;
     let html = `<tr class="query-row" data-query="${i}" data-pid="${q.pid[i]}" data-cam="${q.cam[i]}"` +
-      ` data-ap="${ts.runs.map((r) => r.ap[i]).join(" ")}">` +
+      ` data-ap="${ts.runs.map((r) => (r.ap[i] === null ? "null" : r.ap[i])).join(" ")}">` +
       `<td><div class="q">${image(q.thumb[i], q.name[i])}</div></td>` +
       `<td class="query-name">${esc(q.name[i])}<br>id ${q.pid[i]} · c${q.cam[i]}</td>`;
     ts.runs.forEach((r) => {
