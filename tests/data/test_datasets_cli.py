@@ -117,6 +117,7 @@ def test_duplicates_are_found_between_every_two_splits(tmp_path):
     assert found[1].pairs == ((str(files["b"]), str(files["b"])),)
 
 
+@pytest.mark.slow
 def test_listing_imports_no_torch():
     """`adasp datasets` prints a fixed list: it must not pay for importing torch (seconds)."""
     import subprocess

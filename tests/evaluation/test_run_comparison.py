@@ -91,15 +91,15 @@ def test_compare_errors_are_one_line(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_comparison_page_in_chromium(two_runs, tmp_path):
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
-
-    from adasp.evaluation.results_page import write_comparison_page
-
     if bench.find_browser() is None:
         pytest.skip(
             "no chromium + chromedriver installed (apt-get install chromium chromium-driver)"
         )
+    pytest.importorskip("selenium", reason="the browser tests drive Chromium with selenium")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from adasp.evaluation.results_page import write_comparison_page
     a, b = two_runs
     c = compare_query_results(a, b, resamples=100)
     page = write_comparison_page(tmp_path / "compare.html", [c], topk=4)
