@@ -100,6 +100,7 @@ def test_comparison_page_in_chromium(two_runs, tmp_path):
     from selenium.webdriver.support.ui import Select
 
     from adasp.evaluation.results_page import write_comparison_page
+
     a, b = two_runs
     c = compare_query_results(a, b, resamples=100)
     page = write_comparison_page(tmp_path / "compare.html", [c], topk=4)
