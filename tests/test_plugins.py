@@ -151,6 +151,20 @@ def test_cli_trains_with_a_plugins_dataset_backbone_and_loss(my_plugin, tmp_path
     assert main(["--plugin", my_plugin, "datasets"]) == 0
     assert "my_people: my people, from a plugin" in capsys.readouterr().out
 
+    # The model file records the plugin; a later command without it names it.
+    from adasp.engine.checkpoint import load_checkpoint
+
+    assert load_checkpoint(out / "model.pt")["plugins"] == [my_plugin]
+    for registry, name in ((BACKBONES, "my_net"), (LOSSES, "my_centre"), (DATASETS, "my_people")):
+        registry.unregister(name)
+    plugins._loaded.remove(my_plugin)  # as in a new process that was not given --plugin
+    del sys.modules[my_plugin]
+    evaluate = ["evaluate", "--checkpoint", str(out / "model.pt"), "--output", str(tmp_path / "e")]
+    assert main(evaluate) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"model.pt was trained with --plugin {my_plugin}; add --plugin {my_plugin}" in err
+    assert main([*evaluate, "--plugin", my_plugin]) == 0
+
 
 def test_without_the_plugin_its_names_are_unknown(plugin_path, tmp_path, capsys):
     args = ["train", "--config", "quickstart", "--output", str(tmp_path / "run"),
@@ -175,8 +189,32 @@ def test_plugins_that_fail_to_import_are_one_clear_line(plugin_path, capsys):
     )
     with pytest.raises(UserInputError, match="backbone 'resnet50' is already registered"):
         load_plugins(["clash_plugin"])
-    with pytest.raises(UserInputError, match="not a file path"):
+    with pytest.raises(UserInputError, match=r"plugin file not found: .*my_plugin\.py"):
         load_plugins(["my_plugin.py"])
+
+
+def test_a_plugin_given_as_a_file_path_works_and_is_recorded(tmp_path, capsys):
+    folder = tmp_path / "not_on_sys_path"
+    folder.mkdir()
+    (folder / "file_plugin.py").write_text(
+        "from adasp.models import BACKBONES\n"
+        "from adasp.models.resnet import resnet18\n"
+        "BACKBONES.register('file_net', resnet18)\n"
+    )
+    try:
+        load_plugins([str(folder / "file_plugin.py")])
+        assert "file_net" in BACKBONES
+        assert BACKBONES.origin("file_net") == str((folder / "file_plugin.py").resolve())
+        assert plugins.loaded_plugins()[-1] == str((folder / "file_plugin.py").resolve())
+        from adasp.engine.config import load_config
+        from adasp.engine.plugin_use import plugins_used
+
+        config = load_config("quickstart", ["model.backbone=file_net"])
+        assert plugins_used(config) == [str((folder / "file_plugin.py").resolve())]
+        assert plugins_used(load_config("quickstart")) == []
+    finally:
+        if "file_net" in BACKBONES:
+            BACKBONES.unregister("file_net")
 
 
 def _install(folder, package, entry_points, modules):

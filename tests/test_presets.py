@@ -40,5 +40,8 @@ def test_an_unknown_name_is_refused_with_the_presets():
     with pytest.raises(MissingPathError) as error:
         load_config("market1501/adsp")
     message = str(error.value)
-    assert "config 'market1501/adsp' not found: no file" in message and "\n" not in message
+    assert (
+        "config 'market1501/adsp' not found (did you mean 'market1501/adasp'?): no file" in message
+    )
+    assert "\n" not in message
     assert "quickstart" in message and "market1501" in message and "ce-adasp" in message

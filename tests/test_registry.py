@@ -72,7 +72,10 @@ def test_datasets_carry_description_layout_and_allowed_values():
     assert isinstance(info, DatasetInfo) and info.description.startswith("VehicleID")
     assert info.allowed_values["test_size"] == VEHICLEID_TEST_SIZES
     assert "(one of 800, 1600, 2400)" in describe_dataset("vehicleid")
-    with pytest.raises(UserInputError, match="unknown dataset 'market'; allowed: market1501, "):
+    with pytest.raises(
+        UserInputError,
+        match=r"unknown dataset 'market' \(did you mean 'market1501'\?\); allowed: market1501, ",
+    ):
         DATASETS.get("market")
 
 

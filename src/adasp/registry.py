@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar, overload
 
-from adasp.errors import UserInputError
-from adasp.plugins import load_entry_points
+from adasp.errors import UserInputError, did_you_mean
+from adasp.plugins import current_plugin, load_entry_points
 
 T = TypeVar("T")
 
@@ -26,6 +26,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, tuple[T, Any]] = {}
+        self._origins: dict[str, str] = {}
 
     @overload
     def register(
@@ -52,6 +53,9 @@ class Registry(Generic[T]):
                     "(or pass override=True to replace it)"
                 )
             self._entries[name] = (target, info)
+            origin = current_plugin()
+            if origin is not None:
+                self._origins[name] = origin
             return target
 
         return add if obj is None else add(obj)
@@ -67,6 +71,7 @@ class Registry(Generic[T]):
         """Remove ``name`` (an unknown name raises, as for :meth:`get`)."""
         self._check(name)
         del self._entries[name]
+        self._origins.pop(name, None)
 
     def get(self, name: str) -> T:
         """The object registered as ``name``.
@@ -82,6 +87,11 @@ class Registry(Generic[T]):
         self._check(name)
         return self._entries[name][1]
 
+    def origin(self, name: str) -> str | None:
+        """The ``--plugin`` that registered ``name`` (None: built in, or registered from
+        Python or an installed entry point)."""
+        return self._origins.get(name)
+
     def names(self) -> list[str]:
         """The registered names in registration order, as error messages list them."""
         return list(self._loaded)
@@ -89,7 +99,8 @@ class Registry(Generic[T]):
     def _check(self, name: str) -> None:
         if not isinstance(name, str) or name not in self._loaded:
             raise UserInputError(
-                f"unknown {self.kind} {name!r}; allowed: {', '.join(self.names())}"
+                f"unknown {self.kind} {name!r}{did_you_mean(name, self.names())}; allowed: "
+                f"{', '.join(self.names())}"
             )
 
     def __contains__(self, name: object) -> bool:

@@ -22,13 +22,28 @@ def trained_run(tmp_path_factory):
 
 
 def test_evaluate_visualize_writes_ranked_lists_and_cmc(trained_run, tmp_path, capsys):
+    from adasp.evaluation.query_results import load_evaluation_queries
+
     out = tmp_path / "eval"
     assert main(["evaluate", "--checkpoint", str(trained_run / "model.pt"), "--output", str(out),
-                 "--visualize", "3", "--topk", "5"]) == 0  # fmt: skip
+                 "--visualize", "3", "--visualize-worst", "2", "--topk", "5", "--html",
+                 "--no-progress"]) == 0  # fmt: skip
     pngs = sorted((out / "ranked_lists").glob("*.png"))
-    assert len(pngs) == 3 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    assert len(pngs) == 5 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    (queries,) = load_evaluation_queries(out)
+    # Named after the query files; the worst two first, by AP.
+    worst = [queries.query_paths[i].rsplit("/", 1)[-1].rsplit(".", 1)[0] for i in queries.worst(2)]
+    assert [p.name for p in pngs[-2:]] == [f"worst-00{n}_{w}.png" for n, w in enumerate(worst, 1)]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert queries.mean_ap == pytest.approx(metrics["mAP"], abs=1e-12)
+    assert queries.rank1 == pytest.approx(metrics["rank1"], abs=1e-12)
     assert (out / "cmc.png").stat().st_size > 1000
-    assert "evaluation of the trained model" in capsys.readouterr().out
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/jpeg;base64,") > queries.num_queries
+    captured = capsys.readouterr()
+    assert "evaluation of the trained model" in captured.out
+    assert f"results page: {out / 'report.html'}" in captured.out
+    assert "\r" not in captured.err  # no progress bars
 
 
 def test_extract_then_search(trained_run, tmp_path, capsys):

@@ -14,6 +14,7 @@ COMMANDS = {
     "extract": ["--checkpoint", "R/model.pt", "--output", "e.npz"],
     "export": ["--checkpoint", "R/model.pt", "--output", "m.onnx"],
     "sweep": ["--config", "quickstart", "--grid", "loss.weight=0.1,0.5", "--output", "S"],
+    "config": ["--config", "quickstart", "--dataset", "market1501"],
 }
 
 #: A flag without a value that each command takes (to put overrides after it).
@@ -23,6 +24,7 @@ SWITCH = {
     "extract": "--device=cpu",
     "export": "--include-normalization",
     "sweep": "--processes",
+    "config": "--check-data",
 }
 
 

@@ -79,3 +79,53 @@ def test_errors(tmp_path):
         _run(["--dataset", "market1501"])
     with pytest.raises(UserInputError, match="need --dataset"):
         _run(["--root", str(tmp_path)])
+
+
+def test_check_reports_byte_identical_files_across_splits(tmp_path, capsys):
+    import shutil
+
+    from PIL import Image
+
+    market = make_market(tmp_path)
+    for number, path in enumerate(sorted(market.rglob("*.jpg"))):  # every file different
+        Image.new("RGB", (8, 16), (number, 0, 0)).save(path, format="JPEG")
+    query = sorted((market / "query").glob("*.jpg"))
+    gallery = sorted((market / "bounding_box_test").glob("*.jpg"))
+    # A gallery image overwritten by a copy of a query image: the same bytes, another name.
+    shutil.copyfile(query[0], gallery[-1])
+    assert _run(["--dataset", "market1501", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "duplicates: 1 query file is byte-identical to gallery files" in out
+    assert f"{query[0]} = {gallery[-1]}" in out
+
+
+def test_duplicates_are_found_between_every_two_splits(tmp_path):
+    from adasp.data.duplicates import find_cross_split_duplicates
+
+    files = {}
+    for name, content in {"a": b"x" * 10, "b": b"y" * 10, "c": b"x" * 10, "d": b"z" * 3}.items():
+        files[name] = tmp_path / name
+        files[name].write_bytes(content)
+    found = find_cross_split_duplicates(
+        {"train": [str(files["a"])], "query": [str(files["b"]), str(files["d"])],
+         "gallery": [str(files["c"]), str(files["b"])]}
+    )  # fmt: skip
+    assert [(f.first, f.second, len(f.pairs)) for f in found] == [
+        ("train", "gallery", 1),
+        ("query", "gallery", 1),
+    ]
+    assert found[1].pairs == ((str(files["b"]), str(files["b"])),)
+
+
+@pytest.mark.slow
+def test_listing_imports_no_torch():
+    """`adasp datasets` prints a fixed list: it must not pay for importing torch (seconds)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from adasp.cli import main; main(['datasets']); "
+        "sys.stderr.write('torch imported' if 'torch' in sys.modules else 'no torch')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stderr.strip().endswith("no torch") and "market1501" in done.stdout

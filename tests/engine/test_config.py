@@ -54,13 +54,16 @@ def test_presets_are_found_by_name():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["loss.temprature=0.1"], "unknown config key 'loss.temprature'; allowed keys at 'loss'"),
+        (
+            ["loss.temprature=0.1"],
+            "unknown config key 'loss.temprature' (did you mean 'temperature'",
+        ),
         (["loss.temperature=-0.1"], "'loss.temperature' must be > 0"),
         (["data.num_instances=16", "data.batch_size=8"], "larger than 'data.batch_size'"),
         (["data.batch_size=60"], "must be a multiple of 'data.num_instances'"),
         (["loss.name=arcface"], "unknown loss 'arcface'; allowed: none, adasp"),
         (["model.backbone=vgg16"], "unknown backbone 'vgg16'; allowed: "),
-        (["data.dataset=market"], "unknown dataset 'market'; allowed: "),
+        (["data.dataset=market"], "unknown dataset 'market' (did you mean 'market1501'"),
         (
             ["model.pooling=mean"],
             "'model.pooling': 'mean' is not allowed; allowed: 'avg', 'max', 'gem'",

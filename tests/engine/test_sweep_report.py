@@ -31,7 +31,8 @@ def test_temperature_sweep_is_resumable_and_reported_like_table_s4(
     assert "2 done, 0 failed before, 0 to run" in capsys.readouterr().err
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [r["loss.temperature"] for r in rows] == ["0.02", "0.05"]
-    assert main(["report", str(out)]) == 0
+    assert main(["report", str(out), "--html"]) == 0
+    assert (out / "report.html").read_text().count("<tr>") == 3  # header and two runs
     report = (out / "report.md").read_text()
     assert (
         "| loss.temperature | 0.02 | 0.05 |" in report

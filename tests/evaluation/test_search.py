@@ -169,3 +169,48 @@ def test_command_through_the_main_entry_point_when_registered(tmp_path, capsys):
     assert main(["search", "--embeddings", str(tmp_path / "all.npz")]) == 0
     assert main(["search"]) == 2
     assert "no embeddings given" in capsys.readouterr().err
+
+
+def test_same_camera_matches_of_the_query_identity_are_left_out_like_the_evaluation():
+    from adasp.evaluation import Embeddings, evaluate_features
+    from adasp.evaluation.search import search_embeddings
+
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((4, 8))
+    q_pids, g_pids = np.array([0, 1, 2, 3]), np.repeat(np.arange(4), 4)
+    q_cams, g_cams = np.zeros(4, int), np.tile([0, 0, 1, 2], 4)
+    q = centres[q_pids] + 0.05 * rng.standard_normal((4, 8))
+    g = centres[g_pids] + 0.05 * rng.standard_normal((16, 8))
+    g[0] = q[0]  # a byte-identical copy of query 0 in the gallery, same camera
+    query = Embeddings(q.astype(np.float32), q_pids, q_cams, np.array([f"q{i}" for i in range(4)]))
+    gallery = Embeddings(
+        g.astype(np.float32), g_pids, g_cams, np.array([f"g{i}" for i in range(16)])
+    )
+    for backend in ("torch", "faiss") if faiss_available() else ("torch",):
+        result = search_embeddings(query, gallery, topk=5, backend=backend)
+        assert result.same_camera_excluded
+        same = (g_pids[result.indices] == q_pids[:, None]) & (
+            g_cams[result.indices] == q_cams[:, None]
+        )
+        assert not same.any()
+        assert result.indices.shape == (4, 5) and np.all(np.diff(result.distances, axis=1) >= 0)
+        # The first hits are the identity's other-camera images, as the evaluation ranks them.
+        assert (g_pids[result.indices[:, :2]] == q_pids[:, None]).all()
+    kept = search_embeddings(query, gallery, topk=5, exclude_same_camera=False)
+    assert kept.indices[0, 0] == 0 and not kept.same_camera_excluded
+    # Unknown cameras (-1): nothing is left out by default.
+    unknown = Embeddings(query.features, q_pids, np.full(4, -1), query.paths)
+    assert not search_embeddings(unknown, gallery, topk=5).same_camera_excluded
+    # Rank 1 of the search equals the evaluation's rank-1 hits.
+    result = search_embeddings(query, gallery, topk=1)
+    r1 = evaluate_features(q, g, q_pids, g_pids, q_cams, g_cams)["cmc"][0]
+    assert (g_pids[result.indices[:, 0]] == q_pids).mean() == r1
+
+
+def test_command_says_what_it_left_out(tmp_path, capsys):
+    write_embeddings(tmp_path)
+    argv = ["--query", str(tmp_path / "q.npz"), "--gallery", str(tmp_path / "g.npz")]
+    assert run_command(argv) == 0
+    assert "left out: gallery images of the query's identity" in capsys.readouterr().out
+    assert run_command([*argv, "--keep-same-camera"]) == 0
+    assert "left out" not in capsys.readouterr().out

@@ -268,3 +268,39 @@ def test_unfinished_runs_are_left_out_of_the_pairs(tmp_path):
     write_report(tmp_path, MANIFEST, rows, ["mAP"], baseline=["loss.name=triplet"])
     summary = (tmp_path / "summary.md").read_text()
     assert "- loss.name=adasp vs loss.name=triplet: mAP: baseline not finished." in summary
+
+
+def test_a_categorical_axis_is_drawn_as_bars_from_zero(tmp_path, monkeypatch):
+    from matplotlib.container import BarContainer
+
+    figures = {}
+    real_save = sweep_report.save_figure
+
+    def save(figure, path):
+        figures[path.name] = figure
+        real_save(figure, path)
+
+    monkeypatch.setattr(sweep_report, "save_figure", save)
+    manifest = _manifest([("train.seed", ["0", "1", "2"]), ("loss.name", list(MAP))])
+    rows = [r for r in _rows()]
+    paths = write_report(tmp_path, manifest, rows, ["mAP"])
+    (ax,) = figures[paths["mAP curve"].name].axes
+    (bars,) = [c for c in ax.containers if isinstance(c, BarContainer)]
+    assert len(bars) == 3 and bars.errorbar is not None  # one bar per loss, mean ± std
+    heights = [b.get_height() for b in bars]
+    assert heights == pytest.approx([100 * sum(v) / 3 for v in MAP.values()])
+    assert ax.get_ylim()[0] == 0  # not a zoomed axis
+    assert not [line for line in ax.get_lines() if line.get_linestyle() == "-"]  # no trend line
+
+
+def test_sweep_page(tmp_path):
+    from adasp.evaluation.sweep_page import write_sweep_page
+
+    paths = write_report(tmp_path, MANIFEST, _rows(), ["mAP"])
+    run = tmp_path / _rows()[0]["run"] / "eval"
+    run.mkdir(parents=True)
+    (run / "report.html").write_text("<html></html>")
+    page = write_sweep_page(tmp_path, MANIFEST, _rows(), paths).read_text()
+    assert page.count("<tr>") == 1 + len(_rows())
+    assert "data:image/png;base64," in page and "http" not in page  # offline
+    assert f'href="{_rows()[0]["run"]}/eval/report.html"' in page

@@ -46,7 +46,7 @@ def test_ranked_lists_from_distances(tmp_path):
     files = save_ranked_lists(
         q_paths, g_paths, dist, q_pids, g_pids, q_cams, g_cams, tmp_path / "out", 2, topk=3
     )
-    assert [f.name for f in files] == ["query_00000.png", "query_00002.png"]
+    assert [f.name for f in files] == ["q0.png", "q2.png"]  # named after the query files
     for file in files:
         with Image.open(file) as image:
             image.verify()
@@ -76,7 +76,7 @@ def test_ranked_lists_from_ranked_indices_and_chosen_queries(tmp_path):
         topk=2,
         query_indices=[1],
     )
-    assert [f.name for f in files] == ["query_00001.png"]
+    assert [f.name for f in files] == ["q1.png"]
     with Image.open(files[0]) as image:
         image = image.convert("RGB")
         assert [frame_color(image, c) for c in (1, 2)] == [MISMATCH_COLOR, MATCH_COLOR]
@@ -131,3 +131,24 @@ def test_cmc_plot(tmp_path):
             assert image.format == "PNG" and image.width > 300
     with pytest.raises(UserInputError, match="at least one"):
         plot_cmc({}, tmp_path / "none.png")
+
+
+def test_worst_queries_are_drawn_first_with_the_pages_marks(tmp_path):
+    from adasp.evaluation.visual_results import write_visual_results
+    from tests.conftest import load_benchmark
+
+    queries, _ = load_benchmark("results_page").synthetic_query_results(tmp_path, 12, 60, 4)
+    files = write_visual_results(queries, tmp_path / "out", 0, topk=4, worst=3)
+    *lists, cmc = files
+    assert cmc.name == "cmc.png" and len(lists) == 3
+    worst = queries.worst(3)
+    assert [f.name for f in lists] == [
+        f"worst-{n:03d}_{Path(queries.query_paths[i]).stem}.png" for n, i in enumerate(worst, 1)
+    ]
+    assert np.all(np.diff(queries.ap[worst]) >= 0)
+    for file, index in zip(lists, worst, strict=True):
+        with Image.open(file) as image:
+            image = image.convert("RGB")
+            colours = [frame_color(image, cell) for cell in range(1, 5)]
+        expected = [MATCH_COLOR if m else MISMATCH_COLOR for m in queries.matches[index, :4]]
+        assert colours == expected

@@ -114,7 +114,8 @@ def test_zero_init_residual_starts_each_block_as_identity():
 
 def test_unknown_names_and_options_list_the_allowed_values():
     with pytest.raises(
-        UserInputError, match=r"unknown backbone 'resnet51'; allowed: resnet18.*timm:<name>"
+        UserInputError,
+        match=r"unknown backbone 'resnet51' \(did you mean 'resnet50'\?\); allowed: resnet18.*timm:<name>$",
     ):
         build_model("resnet51", 10)
     with pytest.raises(UserInputError, match="has no option depth; allowed: zero_init_residual"):

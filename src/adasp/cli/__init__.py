@@ -2,7 +2,9 @@
 
 Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
 ``run(args) -> int``, and keeps heavy imports inside ``run`` so that ``adasp --help`` is fast.
-Bad input (:class:`adasp.errors.UserInputError`) is reported as one clear message with exit
+Every command takes ``--no-progress``; progress bars are shown only when stderr is a terminal
+(:func:`adasp.cli.common.show_progress`). Bad input (:class:`adasp.errors.UserInputError`) is
+reported as one clear message with exit
 status 2; ``adasp --debug`` shows the traceback instead. ``--plugin MODULE`` (before or after
 the command) imports a module that registers datasets, backbones or losses before the
 command runs (see :mod:`adasp.plugins`).
@@ -19,6 +21,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 
 from adasp import __version__
+from adasp.cli.common import add_progress_argument
 from adasp.errors import UserInputError
 from adasp.plugins import load_plugins
 
@@ -26,10 +29,12 @@ from adasp.plugins import load_plugins
 COMMANDS: dict[str, str] = {
     "train": "adasp.cli.train",
     "evaluate": "adasp.cli.evaluate",
+    "compare": "adasp.cli.compare",
     "extract": "adasp.cli.extract",
     "search": "adasp.cli.search",
     "export": "adasp.cli.export",
     "datasets": "adasp.cli.datasets",
+    "config": "adasp.cli.config",
     "sweep": "adasp.cli.sweep",
     "report": "adasp.cli.report",
     "harmful-pairs": "adasp.cli.harmful_pairs",
@@ -70,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(command)
+        add_progress_argument(command)  # every command, so scripts can pass it to any
         _add_plugin_argument(command, "command_plugins")
         command.set_defaults(run=module.run)
     return parser

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,20 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N"
     )
+
+
+def add_progress_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (they are off by themselves when stderr is not a terminal)",
+    )
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars only for a person watching: not with ``--no-progress``, and not when
+    stderr goes to a file or a pipe (carriage-return bars would fill it)."""
+    return not getattr(args, "no_progress", False) and sys.stderr.isatty()
 
 
 def overrides_from(args: argparse.Namespace) -> list[str]:

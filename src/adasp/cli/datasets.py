@@ -77,4 +77,16 @@ def run(args: argparse.Namespace) -> int:
     if dataset.harmful:
         notes.append(f"{len(dataset.harmful)} images marked harmful (no shared visual cue)")
     print("; ".join(notes))
+    from adasp.data.duplicates import find_cross_split_duplicates
+
+    duplicates = find_cross_split_duplicates(
+        {
+            split: [str(s.path) for s in getattr(dataset, split)]
+            for split in ("train", "query", "gallery")
+        }
+    )
+    for found in duplicates:
+        print(f"duplicates: {found.describe()}")
+    if not duplicates:
+        print("duplicates: no byte-identical files across train, query and gallery")
     return 0

@@ -15,6 +15,7 @@ from adasp.cli.common import (
     add_device_argument,
     claim_output_file,
     overrides_from,
+    show_progress,
 )
 
 HELP = "save embeddings of a split or a folder to an .npz file"
@@ -68,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
                     samples += list(chosen)
                     splits += [part] * len(chosen)
             model = build_inference_model(config, checkpoint, ctx.device, args.checkpoint)
-            features = build_evaluator(config, test_sets=[]).embed(model, samples, ctx.device)
+            features = build_evaluator(config, test_sets=[]).embed(
+                model, samples, ctx.device, progress=ctx.is_main and show_progress(args)
+            )
             if ctx.is_main:
                 save_embeddings(
                     args.output,

@@ -7,8 +7,12 @@ plots, and with --baseline KEY=VALUE the paired per-seed difference of every oth
 against the baseline with a 95 % Student t-interval, stated as distinguishable from seed noise
 or not.
 
+With --html, also FOLDER/report.html: the runs' table (sortable), the plots and links to the
+runs' own results pages (adasp evaluate --html), in one file that opens offline.
+
 Examples:
   adasp report runs/table-s4
+  adasp report runs/table-s4 --html
   adasp report runs/seeds --baseline loss.name=triplet
 
 A tuning folder (adasp sweep --group ...) gets its selection tables (every cell tried, the
@@ -36,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the cell other cells are compared with, seed by seed (repeatable for several "
         "keys; axes not named keep each cell's own value)",
     )
+    parser.add_argument(
+        "--html", action="store_true", help="also write FOLDER/report.html (opens offline)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,13 +65,12 @@ def run(args: argparse.Namespace) -> int:
         for name, path in paths.items():
             print(f"{name}: {path}")
         return 0
-    paths = write_report(
-        args.folder,
-        read_manifest(args.folder),
-        collect_results(args.folder),
-        args.metrics,
-        baseline=args.baseline,
-    )
+    manifest, rows = read_manifest(args.folder), collect_results(args.folder)
+    paths = write_report(args.folder, manifest, rows, args.metrics, baseline=args.baseline)
+    if args.html:
+        from adasp.evaluation.sweep_page import write_sweep_page
+
+        paths["page"] = write_sweep_page(args.folder, manifest, rows, dict(paths))
     print(Path(paths["report"]).read_text())
     for name, path in paths.items():
         print(f"{name}: {path}")

@@ -39,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--show", type=int, default=5, help="queries to print in the summary table (5; 0: none)"
     )
+    parser.add_argument(
+        "--keep-same-camera",
+        action="store_true",
+        help="keep gallery images of the query's identity from the query's camera (left out "
+        "by default when cameras are known, as the evaluation does: often the query itself)",
+    )
     model = parser.add_argument_group(
         "or embed two folders of images with a trained model (instead of embedding files)"
     )
@@ -90,11 +96,23 @@ def search_and_report(query, gallery, args: argparse.Namespace) -> int:
             f"query embeddings have dimension {query.dim} but gallery embeddings {gallery.dim}; "
             "extract both with the same model"
         )
-    result = search_embeddings(query, gallery, args.topk, args.metric, args.backend)
+    result = search_embeddings(
+        query,
+        gallery,
+        args.topk,
+        args.metric,
+        args.backend,
+        exclude_same_camera=False if args.keep_same_camera else None,
+    )
     print(
         f"searched {len(query)} queries against {len(gallery)} gallery images "
         f"({args.metric} distance, {result.backend} backend, top {result.indices.shape[1]})"
     )
+    if result.same_camera_excluded:
+        print(
+            "left out: gallery images of the query's identity from the query's camera, as in "
+            "the evaluation (--keep-same-camera keeps them)"
+        )
     if args.show > 0 and len(query):
         print(format_search_table(result, args.show))
     if args.output:
@@ -107,6 +125,7 @@ def embed_folders(args: argparse.Namespace):
     ``--checkpoint``."""
     import numpy as np
 
+    from adasp.cli.common import show_progress
     from adasp.data.folder import list_folder_images
     from adasp.engine.builders import build_evaluator
     from adasp.engine.distributed import resolve_device
@@ -125,7 +144,7 @@ def embed_folders(args: argparse.Namespace):
     out = []
     for folder in (args.query_folder, args.gallery_folder):
         samples = list_folder_images(folder)
-        features = evaluator.embed(model, samples, device)
+        features = evaluator.embed(model, samples, device, progress=show_progress(args))
         out.append(
             Embeddings(
                 features.numpy().astype(np.float32),

@@ -130,6 +130,7 @@ def _tune(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _sweep(args: argparse.Namespace, overrides: list[str]) -> int:
+    from adasp.cli.common import show_progress
     from adasp.engine.sweep import Sweep, parse_grid, seed_axis
     from adasp.engine.typed_config import ConfigError
     from adasp.evaluation.seed_statistics import SEED_KEY
@@ -153,6 +154,7 @@ def _sweep(args: argparse.Namespace, overrides: list[str]) -> int:
         jobs=args.jobs,
         devices=[d for d in args.devices.split(",") if d],
         retry_failed=args.retry_failed,
+        progress=show_progress(args),
     )
     rows = sweep.run()
     print(f"{len(rows)} of {len(sweep.runs)} runs finished; results: {sweep.output / 'results.md'}")

@@ -14,7 +14,12 @@ from __future__ import annotations
 
 import argparse
 
-from adasp.cli.common import add_config_arguments, add_device_argument, overrides_from
+from adasp.cli.common import (
+    add_config_arguments,
+    add_device_argument,
+    overrides_from,
+    show_progress,
+)
 
 HELP = "train and evaluate a model"
 
@@ -29,7 +34,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="replace the run --output holds (without it a finished run is never overwritten)",
     )
     add_device_argument(parser)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             resume=args.resume,
             overwrite=args.overwrite,
-            progress=not args.no_progress,
+            progress=show_progress(args),
         )
         metrics = trainer.fit()
         if trainer.ctx.is_main:

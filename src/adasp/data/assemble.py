@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from adasp.data.images import SKIP_HINT, find_unreadable
 from adasp.data.sample import ReIDDataset, Sample, relabel
 from adasp.errors import UserInputError
 
@@ -36,6 +35,9 @@ def assemble_dataset(
             identities stay ``0..n-1`` even if an identity loses all its images.
     """
     if verify_images or skip_unreadable:
+        # Imported here: listing or checking a dataset's files needs no torch.
+        from adasp.data.images import SKIP_HINT, find_unreadable
+
         splits = {"train": train, "query": query, "gallery": gallery}
         all_paths = [s.path for samples in splits.values() for s in samples]
         bad = find_unreadable(all_paths)

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import yaml
 
 from adasp.engine.typed_config import ConfigError, first_non_finite, from_dict, to_dict
-from adasp.errors import MissingPathError
+from adasp.errors import MissingPathError, did_you_mean
 from adasp.utils.checks import check_float, check_seed
 from adasp.utils.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from adasp.utils.text_files import read_utf8
@@ -236,8 +236,9 @@ def resolve_config_path(name: str | Path) -> Path:
         if candidate.is_file():
             return candidate
     raise MissingPathError(
-        f"config {str(name)!r} not found: no file {path.absolute()} and no such preset; give a "
-        f"YAML file or a preset: {_describe_presets(preset_names())}"
+        f"config {str(name)!r} not found{did_you_mean(str(name), preset_names())}: no file "
+        f"{path.absolute()} and no such preset; give a YAML file or a preset: "
+        f"{_describe_presets(preset_names())}"
     )
 
 
@@ -443,7 +444,8 @@ def validate_config(config: ExperimentConfig) -> None:
     metric_names = sorted(n for n in LOSSES if n != "ce")
     _require(
         loss.name == "none" or loss.name in metric_names,
-        f"config key 'loss.name': unknown loss {loss.name!r}; allowed: none, "
+        f"config key 'loss.name': unknown loss {loss.name!r}"
+        f"{did_you_mean(loss.name, ['none', *metric_names])}; allowed: none, "
         + ", ".join(metric_names),
     )
     _number("loss.weight", loss.weight, 0)
@@ -461,8 +463,8 @@ def validate_config(config: ExperimentConfig) -> None:
     for name, options in loss.options.items():
         _require(
             name in metric_names,
-            f"config key 'loss.options.{name}': unknown loss {name!r}; allowed: "
-            + ", ".join(metric_names),
+            f"config key 'loss.options.{name}': unknown loss {name!r}"
+            f"{did_you_mean(name, metric_names)}; allowed: " + ", ".join(metric_names),
         )
         from_config = options_from_config(name)
         allowed = [
@@ -573,13 +575,14 @@ def _validate_data(d: DataConfig) -> None:
     names = sorted(DATASETS)
     _require(
         d.dataset in DATASETS,
-        f"config key 'data.dataset': unknown dataset {d.dataset!r}; allowed: {', '.join(names)}",
+        f"config key 'data.dataset': unknown dataset {d.dataset!r}"
+        f"{did_you_mean(d.dataset, names)}; allowed: {', '.join(names)}",
     )
     for i, test_set in enumerate(d.test_sets):
         _require(
             test_set.dataset in DATASETS,
-            f"config key 'data.test_sets[{i}].dataset': unknown dataset {test_set.dataset!r}; "
-            f"allowed: {', '.join(names)}",
+            f"config key 'data.test_sets[{i}].dataset': unknown dataset {test_set.dataset!r}"
+            f"{did_you_mean(test_set.dataset, names)}; allowed: {', '.join(names)}",
         )
     _require(
         d.num_instances >= 1,
@@ -624,9 +627,8 @@ def _validate_model(m: ModelConfig) -> None:
 
     _require(
         m.backbone in BACKBONES,
-        f"config key 'model.backbone': unknown backbone {m.backbone!r}; allowed: "
-        + ", ".join(BACKBONES.names())
-        + ", or timm:<model name>",
+        f"config key 'model.backbone': unknown backbone {m.backbone!r}"
+        f"{did_you_mean(m.backbone, BACKBONES.names())}; allowed: " + ", ".join(BACKBONES.names()),
     )
     _require(
         m.last_stride in (1, 2),

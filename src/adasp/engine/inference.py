@@ -26,13 +26,24 @@ def resolve_run_config(
 
     Returns the config and the loaded checkpoint (None without one).
     """
+    from adasp.engine.plugin_use import config_of_checkpoint
+
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None
     if config_path is not None:
-        return load_config(config_path, overrides), checkpoint
+        if checkpoint is None:
+            return load_config(config_path, overrides), checkpoint
+        return config_of_checkpoint(
+            checkpoint, checkpoint_path, lambda: load_config(config_path, overrides)
+        ), checkpoint
     if checkpoint is not None and isinstance(checkpoint.get("config"), dict):
         from adasp.engine.config import apply_overrides
 
-        return config_from_dict(apply_overrides(checkpoint["config"], overrides)), checkpoint
+        stored = checkpoint["config"]
+        return config_of_checkpoint(
+            checkpoint,
+            checkpoint_path,
+            lambda: config_from_dict(apply_overrides(stored, overrides)),
+        ), checkpoint
     raise UserInputError(
         "no configuration: pass --config C (a preset name or YAML file), or a --checkpoint written "
         "by adasp train (it stores its config)"

@@ -222,6 +222,7 @@ class Sweep:
         jobs: int = 1,
         devices: Sequence[str] = (),
         retry_failed: bool = False,
+        progress: bool = True,
     ) -> None:
         if not axes:
             raise ConfigError("a sweep needs at least one --grid key=v1,v2,... or --seeds N")
@@ -236,6 +237,7 @@ class Sweep:
         self.jobs = jobs
         self.devices = list(devices) or [device]
         self.retry_failed = retry_failed
+        self.progress = progress  # bars of in-process runs (process runs log to files)
         #: Process runs that stopped without a result this time (killed, crashed): not
         #: recorded as failed, so that the next invocation resumes them.
         self.interrupted: dict[str, str] = {}
@@ -371,7 +373,9 @@ class Sweep:
 
         print(f"sweep: training {run.name}", file=sys.stderr)
         config = load_config(self.config_path, [*self.overrides, *run.overrides])
-        Trainer.from_config(config, self.output / run.name, device=self.device, resume=True).fit()
+        Trainer.from_config(
+            config, self.output / run.name, device=self.device, resume=True, progress=self.progress
+        ).fit()
 
     def _run_process(self, run: SweepRun, device: str) -> None:
         folder = self.output / run.name

@@ -52,6 +52,8 @@ from adasp.engine.distributed import (
     init_distributed,
 )
 from adasp.engine.loss_meter import LossMeter
+from adasp.engine.plugin_use import plugins_used
+from adasp.engine.progress import print_epoch_line
 from adasp.engine.run_folder import RunFolderLock, check_run_outputs, remove_run_outputs
 from adasp.engine.run_log import RunLog
 from adasp.engine.schedule import LRSchedule
@@ -496,6 +498,7 @@ class Trainer:
         return {
             "format": CHECKPOINT_FORMAT,
             "config": self.config.to_dict() if self.config is not None else None,
+            "plugins": plugins_used(self.config),  # named when a later command lacks them
             "num_classes": self._num_classes(),
             "model": unwrap_model(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -755,6 +758,8 @@ class Trainer:
         if self.monitor is not None:
             values.update(self.monitor.last_values())
         self.log.event("train", self.state.step, **values)
+        if bar is None and self.state.batches_done == self.iters_per_epoch and self.ctx.is_main:
+            print_epoch_line(epoch + 1, self.settings.epochs, values)  # no bars: a line instead
         if bar is not None:
             bar.set_postfix(
                 {k: f"{v:.3f}" for k, v in means.items()}
@@ -829,6 +834,7 @@ class Trainer:
             {
                 "format": "adasp-model-1",
                 "config": self.config.to_dict() if self.config is not None else None,
+                "plugins": plugins_used(self.config),  # named when a later command lacks them
                 "num_classes": self._num_classes(),
                 "model": unwrap_model(self.model).state_dict(),
             },

@@ -12,7 +12,7 @@ import types
 from collections.abc import Mapping
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from adasp.errors import UserInputError
+from adasp.errors import UserInputError, did_you_mean
 
 
 class ConfigError(UserInputError):
@@ -116,7 +116,9 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        dotted = ", ".join(f"'{prefix + '.' if prefix else ''}{k}'" for k in unknown)
+        dotted = ", ".join(
+            f"'{prefix + '.' if prefix else ''}{k}'{did_you_mean(k, fields)}" for k in unknown
+        )
         raise ConfigError(
             f"unknown config key {dotted}; allowed keys at {where}: {', '.join(sorted(fields))}"
         )

@@ -30,6 +30,7 @@ def evaluate_features(
     junk_pid: int | None = -1,
     chunk_size: int | None = None,
     device: torch.device | str | None = None,
+    ranked_topk: int = 0,
 ) -> dict[str, Any]:
     """mAP, CMC and mINP of query against gallery embeddings, evaluated in blocks of queries.
 
@@ -51,6 +52,10 @@ def evaluate_features(
         camera_filter, ap_mode, junk_pid: as in :func:`evaluate_ranking`.
         chunk_size: query rows per block.
         device: where to compute (default: the query features' device; CPU for numpy).
+        ranked_topk: also keep each query's top ``ranked_topk`` gallery items (junk removed)
+            and its first true match's rank, from the same distance blocks: the result gains
+            ``"ranked"``, ``"ranked_distances"`` ``(Q, k)`` and ``"first_match"`` ``(Q,)``
+            (see :class:`~adasp.evaluation.query_results.RankedListCollector`).
     """
     if not rerank:  # the re-ranking module checks its own metrics
         check_choice(metric, tuple(METRICS), "metric")
@@ -71,6 +76,17 @@ def evaluate_features(
         junk_pid=junk_pid,
         device=device,
     )
+    collector = None
+    if ranked_topk > 0:
+        from adasp.evaluation.query_results import RankedListCollector
+
+        collector = RankedListCollector(
+            evaluator.g_pids,
+            evaluator.g_camids,
+            ranked_topk,
+            camera_filter=camera_filter,
+            junk_pid=junk_pid,
+        )
     if rerank:
         from adasp.evaluation.reranking import reranked_distance_chunks
 
@@ -94,7 +110,12 @@ def evaluate_features(
                 f"at {covered}, got {rows}"
             )
         evaluator.add(distances, q_pids[rows], q_camids[rows])
+        if collector is not None:
+            collector.add(distances.to(evaluator.device), q_pids[rows], q_camids[rows])
         covered = rows.stop
     if covered != num_q:
         raise RuntimeError(f"distance blocks covered {covered} of {num_q} queries")
-    return evaluator.result()
+    result = evaluator.result()
+    if collector is not None:
+        result.update(collector.result())
+    return result

@@ -155,8 +155,12 @@ def single_split_protocol(
             same-camera rule).
         options: keywords of :func:`evaluate_features` (``metric``, ``rerank``, ...).
         compute: False (DDP ranks other than 0) only takes part in the embedding; returns None.
-        keep_details: keep the full result, the embeddings and the dataset in ``details``.
+        keep_details: keep the full result (with each query's top
+            :data:`~adasp.evaluation.query_results.KEPT_RANKS` gallery items), the embeddings
+            and the dataset in ``details``.
     """
+    from adasp.evaluation.query_results import KEPT_RANKS
+
     features = embed(list(dataset.query) + list(dataset.gallery))
     if not compute:
         return None
@@ -172,6 +176,7 @@ def single_split_protocol(
         g_camids,
         camera_filter=dataset.camera_filter,
         **options,
+        ranked_topk=KEPT_RANKS if keep_details else 0,
     )
     details = SplitDetails(result, features, dataset) if keep_details else None
     return TestSetResult(name, RankingMetrics.from_result(result), details)

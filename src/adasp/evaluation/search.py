@@ -140,7 +140,10 @@ def search(
 
 @dataclass(frozen=True)
 class SearchResult:
-    """Top-k gallery items for each query: ``distances``/``indices`` ``(Q, k)``."""
+    """Top-k gallery items for each query: ``distances``/``indices`` ``(Q, k)``.
+
+    ``same_camera_excluded``: gallery items of the query's identity seen by the query's camera
+    were left out (as the evaluation protocol does)."""
 
     query: Embeddings
     gallery: Embeddings
@@ -148,6 +151,7 @@ class SearchResult:
     indices: np.ndarray
     metric: str
     backend: str
+    same_camera_excluded: bool = False
 
     def records(self, limit: int | None = None) -> list[dict[str, Any]]:
         """One dict per query (the first ``limit`` ones, or all): its path and pid, and the
@@ -167,6 +171,11 @@ class SearchResult:
         ]
 
 
+def cameras_known(query: Embeddings, gallery: Embeddings) -> bool:
+    """Whether every query and gallery item has a known camera (``camids >= 0``)."""
+    return bool((query.camids >= 0).all() and (gallery.camids >= 0).all())
+
+
 def search_embeddings(
     query: Embeddings,
     gallery: Embeddings,
@@ -174,11 +183,46 @@ def search_embeddings(
     metric: str = "cosine",
     backend: str = "auto",
     chunk_size: int | None = None,
+    exclude_same_camera: bool | None = None,
 ) -> SearchResult:
-    """:func:`search` on two :class:`Embeddings`, keeping their paths and identities."""
+    """:func:`search` on two :class:`Embeddings`, keeping their paths and identities.
+
+    Args:
+        exclude_same_camera: leave out gallery items with the query's identity and camera, as
+            the evaluation does (the same person seen by the same camera is a near-duplicate
+            of the query, often its very image). ``None``: exclude when every camera is known
+            (:func:`cameras_known`). Queries of unknown identity (-1) exclude nothing. At most
+            ``G`` minus the largest number of excluded items per query are returned.
+    """
     chosen = resolve_backend(backend, len(gallery), torch.device("cpu"))
-    distances, indices = search(query.features, gallery.features, topk, metric, chosen, chunk_size)
-    return SearchResult(query, gallery, distances, indices, metric, chosen)
+    exclude = cameras_known(query, gallery) if exclude_same_camera is None else exclude_same_camera
+    if not exclude or len(query) == 0:
+        distances, indices = search(
+            query.features, gallery.features, topk, metric, chosen, chunk_size
+        )
+        return SearchResult(query, gallery, distances, indices, metric, chosen)
+    # Each query loses at most `most` items (its identity's same-camera gallery items):
+    # search that many more, then drop them, keeping the order.
+    known = query.pids >= 0
+    g_keys = gallery.pids * (1 << 20) + gallery.camids
+    keys, counts = np.unique(g_keys, return_counts=True)
+    q_keys = query.pids * (1 << 20) + query.camids
+    slot = np.clip(np.searchsorted(keys, q_keys), 0, len(keys) - 1)
+    lost = np.where((keys[slot] == q_keys) & known, counts[slot], 0)
+    most = int(lost.max())
+    k = max(1, min(int(topk), len(gallery) - most))
+    distances, indices = search(
+        query.features, gallery.features, k + most, metric, chosen, chunk_size
+    )
+    dropped = (
+        (gallery.pids[indices] == query.pids[:, None])
+        & (gallery.camids[indices] == query.camids[:, None])
+        & known[:, None]
+    )
+    order = np.argsort(dropped, axis=1, kind="stable")[:, :k]  # kept items first, in order
+    distances = np.take_along_axis(distances, order, axis=1)
+    indices = np.take_along_axis(indices, order, axis=1)
+    return SearchResult(query, gallery, distances, indices, metric, chosen, True)
 
 
 def write_search_results(result: SearchResult, path: str | os.PathLike) -> Path:

@@ -98,37 +98,55 @@ def harmful_table(manifest: dict[str, Any], rows: list[dict[str, Any]]) -> str |
 
 
 def _plot_lines(manifest, rows, metric: str, path: Path, errors: bool = False) -> None:
-    """``errors``: rows are seed aggregates; draw ``metric_std`` as error bars."""
+    """The metric against the last swept key: lines over a numeric key; over a categorical key
+    (``loss.name``) bars from zero, since a line would read as a trend between unordered values.
+
+    ``errors``: rows are seed aggregates; draw ``metric_std`` as error bars."""
     axes = manifest["grid"]
     last = axes[-1]
     xs_num = [_number(v) for v in last["values"]]
     numeric = all(x is not None for x in xs_num)
     xs = xs_num if numeric else list(range(len(last["values"])))
     lookup = {tuple(r[a["key"]] for a in axes): r for r in rows}
+    combos = list(itertools.product(*(a["values"] for a in axes[:-1])))
+    width = 0.8 / max(len(combos), 1)
     fig, ax = new_figure((6.5, 4))
-    for combo in itertools.product(*(a["values"] for a in axes[:-1])):
+    for number, combo in enumerate(combos):
         found = [lookup.get((*combo, v), {}) for v in last["values"]]
         points = [
             (x, 100 * r[metric], 100 * _finite(r.get(f"{metric}_std")))
             for x, r in zip(xs, found, strict=True)
             if isinstance(r.get(metric), (int, float))
         ]
-        if points:
-            label = ", ".join(combo) if combo else METRIC_LABELS.get(metric, metric)
-            px, py, pe = zip(*points, strict=True)
-            if errors:
-                ax.errorbar(px, py, yerr=pe, fmt="o-", capsize=3, label=label)
-            else:
-                ax.plot(px, py, "o-", label=label)
+        if not points:
+            continue
+        label = ", ".join(combo) if combo else METRIC_LABELS.get(metric, metric)
+        px, py, pe = zip(*points, strict=True)
+        if not numeric:
+            shift = (number - (len(combos) - 1) / 2) * width
+            ax.bar(
+                [x + shift for x in px],
+                py,
+                width,
+                yerr=pe if errors else None,
+                capsize=3,
+                color=f"C{number}",
+                label=label,
+            )
+        elif errors:
+            ax.errorbar(px, py, yerr=pe, fmt="o-", capsize=3, label=label)
+        else:
+            ax.plot(px, py, "o-", label=label)
     if not numeric:
         ax.set_xticks(xs, last["values"])
+        ax.set_ylim(bottom=0)
     ax.set_xlabel(last["key"])
     ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} (%)")
     ax.set_title(
         f"{METRIC_LABELS.get(metric, metric)} against {last['key']}"
         + (" (mean ± std over seeds)" if errors else "")
     )
-    ax.grid(alpha=0.3)
+    ax.grid(alpha=0.3, axis="y" if not numeric else "both")
     ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)

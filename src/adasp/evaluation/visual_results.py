@@ -1,4 +1,5 @@
-"""Pictures of an evaluation: ranked lists of some queries and the CMC curve."""
+"""Pictures of an evaluation: ranked lists of some queries and the CMC curve, drawn from the
+per-query results the metrics were computed with (re-ranked lists when re-ranking was on)."""
 
 from __future__ import annotations
 
@@ -7,94 +8,75 @@ from pathlib import Path
 import numpy as np
 
 from adasp.errors import UserInputError
-from adasp.evaluation.results import TestSetResult
+from adasp.evaluation.query_results import QueryResults
+from adasp.evaluation.visualize import RankedItem, draw_ranked_list, plot_cmc, query_file_names
 
-#: Extra neighbours fetched per query so that the top-k survive the removal of junk items.
-JUNK_MARGIN = 100
+
+def chosen_queries(queries: QueryResults, spread: int, worst: int) -> list[tuple[int, str]]:
+    """``(query index, PNG name)`` of ``spread`` queries spread over the query list and the
+    ``worst`` queries of lowest AP (named ``worst-001_<file>``, worst first)."""
+    names = query_file_names(queries.query_paths.tolist())
+    count = min(spread, queries.num_queries)
+    picked: list[tuple[int, str]] = []
+    if count > 0:
+        spread_idx = np.unique(np.linspace(0, queries.num_queries - 1, count).round().astype(int))
+        picked += [(int(i), names[i]) for i in spread_idx]
+    for place, index in enumerate(queries.worst(worst), start=1):
+        picked.append((int(index), f"worst-{place:03d}_{names[index]}"))
+    return picked
 
 
 def write_visual_results(
-    result: TestSetResult,
+    queries: QueryResults,
     out_dir: str | Path,
     num_queries: int,
     topk: int = 10,
     *,
-    metric: str = "cosine",
-    rerank: bool = False,
-    k1: int = 20,
-    k2: int = 6,
-    lambda_value: float = 0.3,
-    **_other_metric_options: object,
+    worst: int = 0,
 ) -> list[Path]:
-    """Ranked-list PNGs of ``num_queries`` queries (spread over the query list) and the CMC.
+    """Ranked-list PNGs in ``OUT/ranked_lists`` and ``OUT/cmc.png``; returns their paths (the
+    CMC last).
 
-    Needs a single-split result evaluated with ``keep_details=True`` (its ``details`` hold
-    the embeddings, the metric result and the dataset). The metric options are those the
-    result was computed with (e.g. ``**evaluator.metric_options``), so the pictures show the
-    ranking the metrics saw.
-
-    Raises:
-        UserInputError: a result of several draws, or one without details.
+    Args:
+        queries: a test set's per-query results (``adasp evaluate`` keeps them).
+        num_queries: queries drawn, spread evenly over the query list.
+        topk: gallery images per list (at most the number kept).
+        worst: also draw the ``worst`` queries of lowest AP (``worst-001_...`` first).
     """
-    from adasp.evaluation import plot_cmc, save_ranked_lists, search
+    from adasp.evaluation.results_page import cmc_curve
 
-    if result.details is None:
-        raise UserInputError(
-            f"--visualize draws single query/gallery splits; {result.name} is evaluated over "
-            "several draws (or was evaluated without keep_details=True)"
-        )
+    if topk < 1:
+        raise UserInputError(f"topk must be >= 1; got {topk}")
     out = Path(out_dir)
-    features, dataset = result.details.features, result.details.dataset
-    query, gallery = list(dataset.query), list(dataset.gallery)
-    nq = len(query)
-    chosen = np.unique(np.linspace(0, nq - 1, min(num_queries, nq)).round().astype(int))
-    if rerank:
-        ranked = _reranked_rows(features[:nq], features[nq:], chosen, metric, k1, k2, lambda_value)
-    else:
-        _, ranked = search(
-            features[:nq][chosen],
-            features[nq:],
-            topk=min(len(gallery), topk + JUNK_MARGIN),
-            metric=metric,
+    matches = queries.matches
+    written = []
+    for index, name in chosen_queries(queries, num_queries, worst):
+        row = queries.ranked[index, :topk]
+        hits = [
+            RankedItem(
+                str(queries.gallery_paths[item]),
+                int(queries.gallery_pids[item]),
+                int(queries.gallery_camids[item]),
+                float(queries.distances[index, rank]),
+                bool(matches[index, rank]),
+            )
+            for rank, item in enumerate(row)
+            if item >= 0
+        ]
+        ap = queries.ap[index]
+        note = "no valid match" if np.isnan(ap) else f"AP {ap:.3f} #{queries.first_match[index]}"
+        head = RankedItem(
+            str(queries.query_paths[index]),
+            int(queries.query_pids[index]),
+            int(queries.query_camids[index]),
         )
-    picked = [query[i] for i in chosen]
-    written = save_ranked_lists(
-        [s.path for s in picked],
-        [s.path for s in gallery],
-        ranked,
-        [s.pid for s in picked],
-        [s.pid for s in gallery],
-        [s.camid for s in picked],
-        [s.camid for s in gallery],
-        out / "ranked_lists",
-        num_queries=len(picked),
-        topk=topk,
-        camera_filter=dataset.camera_filter,
-    )
+        written.append(
+            draw_ranked_list(
+                head, hits, out / "ranked_lists" / f"{name}.png", query_note=note, slots=topk
+            )
+        )
+    cmc = cmc_curve(queries, max_rank=50)
     cmc_path = plot_cmc(
-        result.details.result["cmc"],
-        out / "cmc.png",
-        label=result.name,
-        title=f"CMC: {result.name}",
+        cmc, out / "cmc.png", label=queries.test_set, title=f"CMC: {queries.test_set}"
     )
     return [*written, cmc_path]
-
-
-def _reranked_rows(
-    query, gallery, chosen: np.ndarray, metric: str, k1: int, k2: int, lambda_value: float
-) -> np.ndarray:
-    """Re-ranked distances ``(len(chosen), G)`` of the chosen queries, as the metrics saw them
-    (k-reciprocal neighbours depend on all queries, so the whole query set is re-ranked)."""
-    import torch
-
-    from adasp.evaluation import reranked_distance_chunks
-
-    rows = []
-    chunks = reranked_distance_chunks(
-        query, gallery, k1=k1, k2=k2, lambda_value=lambda_value, metric=metric
-    )
-    for block_rows, block in chunks:
-        inside = chosen[(chosen >= block_rows.start) & (chosen < block_rows.stop)]
-        if inside.size:
-            rows.append(block[torch.as_tensor(inside - block_rows.start)].cpu())
-    return torch.cat(rows).numpy()

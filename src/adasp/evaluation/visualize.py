@@ -1,14 +1,18 @@
 """Pictures of evaluation results: ranked lists of gallery images per query, and CMC curves.
 
-A ranked list is one PNG strip: the query image (grey frame), then its top-k gallery images
-with a green frame for the query's identity and a red one otherwise. Junk items (same
-identity and same camera, and the junk identity -1) are left out, as in the metrics.
+A ranked list is one PNG strip named after the query's image file: the query image (grey
+frame; its identity, camera and, when known, AP and first-match rank underneath), then its
+top-k gallery images, each framed green with a tick for the query's identity and red with a
+cross otherwise, with its rank, identity, camera and distance underneath (the marks of the
+results page). Junk items (same identity and same camera, and the junk identity -1) are left
+out, as in the metrics.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +27,7 @@ QUERY_COLOR = (120, 120, 120)
 BACKGROUND = (255, 255, 255)
 BORDER = 4  # frame width, pixels
 GAP = 6  # space between cells, pixels
-CAPTION = 30  # caption height under each image (two lines), pixels
+CAPTION = 44  # caption height under each image (three lines), pixels
 
 
 def _load_cell(path: str, size: tuple[int, int]):
@@ -78,7 +82,7 @@ def save_ranked_lists(
             :func:`adasp.evaluation.search.search`; K should exceed ``topk`` by the number of
             junk items a query can have).
         q_pids, g_pids, q_camids, g_camids: identities and cameras.
-        out_dir: folder for ``query_<index>.png`` files (created).
+        out_dir: folder for the PNGs, ``<query file name>.png`` (created).
         num_queries: how many queries to draw, spread evenly over the query list.
         topk: gallery images per query.
         camera_filter: leave out same-identity same-camera items (Market protocol).
@@ -86,8 +90,6 @@ def save_ranked_lists(
         query_indices: draw these queries instead of ``num_queries`` evenly spread ones.
         cell_size: ``(width, height)`` in pixels each image is fitted into.
     """
-    from PIL import Image, ImageDraw, ImageFont
-
     q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
     q_camids, g_camids = np.asarray(q_camids), np.asarray(g_camids)
     ranking = np.asarray(ranking.detach().cpu() if hasattr(ranking, "detach") else ranking)
@@ -112,6 +114,7 @@ def save_ranked_lists(
             raise UserInputError(f"{name} must have shape ({size},); got {values.shape}")
     if topk < 1 or num_queries < 0:
         raise UserInputError(f"topk must be >= 1 and num_queries >= 0; got {topk}, {num_queries}")
+    chosen: list[int] | np.ndarray
     if query_indices is None:
         count = min(num_queries, num_q)
         chosen = np.unique(np.linspace(0, num_q - 1, count).round().astype(int)) if count else []
@@ -120,41 +123,118 @@ def save_ranked_lists(
         if any(i < 0 or i >= num_q for i in chosen):
             raise UserInputError(f"query_indices must lie in [0, {num_q}); got {chosen}")
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    font = ImageFont.load_default()
-    width, height = cell_size
-    cell_w, cell_h = width + 2 * BORDER, height + 2 * BORDER
-    canvas_w = GAP + (topk + 1) * (cell_w + GAP) + 2 * GAP
-    canvas_h = GAP + cell_h + CAPTION
     not_junk = np.ones(num_g, dtype=bool) if junk_pid is None else g_pids != junk_pid
+    names = query_file_names([os.fspath(p) for p in query_paths])
     written = []
     for query in chosen:
         keep = not_junk.copy()
         if camera_filter:
             keep &= ~((g_pids == q_pids[query]) & (g_camids == q_camids[query]))
         ranked, dists = _ranked_gallery(ranking, query, keep, topk)
-        canvas = Image.new("RGB", (canvas_w, canvas_h), BACKGROUND)
-        draw = ImageDraw.Draw(canvas)
-        cells = [
-            (query_paths[query], QUERY_COLOR, f"query\npid {q_pids[query]} cam {q_camids[query]}")
+        hits = [
+            RankedItem(
+                os.fspath(gallery_paths[item]),
+                int(g_pids[item]),
+                int(g_camids[item]),
+                None if dists is None else float(dists[rank]),
+                bool(g_pids[item] == q_pids[query]),
+            )
+            for rank, item in enumerate(ranked)
         ]
-        for rank, item in enumerate(ranked, start=1):
-            match = g_pids[item] == q_pids[query]
-            text = f"#{rank} pid {g_pids[item]}"
-            if dists is not None:
-                text += f"\n{dists[rank - 1]:.3f}"
-            cells.append((gallery_paths[item], MATCH_COLOR if match else MISMATCH_COLOR, text))
-        x = GAP
-        for index, (path, color, text) in enumerate(cells):
-            draw.rectangle([x, GAP, x + cell_w - 1, GAP + cell_h - 1], fill=color)
-            canvas.paste(_load_cell(os.fspath(path), cell_size), (x + BORDER, GAP + BORDER))
-            draw.multiline_text((x, GAP + cell_h + 1), text, fill=(0, 0, 0), font=font)
-            x += cell_w + GAP + (2 * GAP if index == 0 else 0)  # wider gap after the query
-        target = out / f"query_{query:05d}.png"
-        atomic_write_with(target, lambda handle, image=canvas: image.save(handle, format="PNG"))
-        written.append(target)
+        head = RankedItem(os.fspath(query_paths[query]), int(q_pids[query]), int(q_camids[query]))
+        target = Path(out_dir) / f"{names[query]}.png"
+        written.append(draw_ranked_list(head, hits, target, cell_size=cell_size))
     return written
+
+
+@dataclass(frozen=True)
+class RankedItem:
+    """One image of a ranked-list picture: the query (no distance or match) or a gallery hit."""
+
+    path: str
+    pid: int
+    camid: int
+    distance: float | None = None
+    match: bool = False
+
+
+def query_file_names(paths: Sequence[str]) -> list[str]:
+    """A PNG name per query, after its image file (``0002_c1s1_000451_03``); where two
+    queries share a file name, its folder's name comes first (``004_01_2``: identity folders),
+    and if that is still shared, the query's number is appended."""
+
+    def unique(names: list[str]) -> list[bool]:
+        counts: dict[str, int] = {}
+        for name in names:
+            counts[name] = counts.get(name, 0) + 1
+        return [counts[name] == 1 for name in names]
+
+    stems = [Path(p).stem for p in paths]
+    with_folder = [f"{Path(p).parent.name}_{Path(p).stem}" for p in paths]
+    stem_ok, folder_ok = unique(stems), unique(with_folder)
+    return [
+        stem if stem_ok[i] else with_folder[i] if folder_ok[i] else f"{with_folder[i]}_q{i}"
+        for i, stem in enumerate(stems)
+    ]
+
+
+def _draw_mark(draw: Any, x: int, y: int, match: bool) -> None:
+    """A tick (match) or a cross, 9 px, drawn with lines (the default font may lack the glyphs)."""
+    if match:
+        draw.line([(x, y + 5), (x + 3, y + 8), (x + 9, y)], fill=MATCH_COLOR, width=2)
+    else:
+        draw.line([(x, y), (x + 8, y + 8)], fill=MISMATCH_COLOR, width=2)
+        draw.line([(x, y + 8), (x + 8, y)], fill=MISMATCH_COLOR, width=2)
+
+
+def draw_ranked_list(
+    query: RankedItem,
+    hits: Sequence[RankedItem],
+    target: str | os.PathLike,
+    *,
+    query_note: str = "",
+    cell_size: tuple[int, int] = (64, 128),
+    slots: int | None = None,
+) -> Path:
+    """Draw one ranked list (see the module docstring) and write it as a PNG; returns its path.
+
+    Args:
+        query_note: a last caption line under the query (e.g. its AP).
+        slots: cells to make room for (default ``len(hits)``), so strips line up.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    width, height = cell_size
+    cell_w, cell_h = width + 2 * BORDER, height + 2 * BORDER
+    count = max(slots or 0, len(hits), 1)
+    canvas_w = GAP + (count + 1) * (cell_w + GAP) + 2 * GAP
+    canvas_h = GAP + cell_h + CAPTION
+    canvas = Image.new("RGB", (canvas_w, canvas_h), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    query_text = f"query\nid {query.pid} c{query.camid}" + (f"\n{query_note}" if query_note else "")
+    cells = [(query, QUERY_COLOR, query_text)]
+    for rank, hit in enumerate(hits, start=1):
+        text = f"   #{rank}\nid {hit.pid} c{hit.camid}"
+        if hit.distance is not None:
+            text += f"\nd {hit.distance:.3f}"
+        cells.append((hit, MATCH_COLOR if hit.match else MISMATCH_COLOR, text))
+    x = GAP
+    for index, (item, color, text) in enumerate(cells):
+        draw.rectangle([x, GAP, x + cell_w - 1, GAP + cell_h - 1], fill=color)
+        canvas.paste(_load_cell(item.path, cell_size), (x + BORDER, GAP + BORDER))
+        draw.multiline_text((x, GAP + cell_h + 1), text, fill=(0, 0, 0), font=font)
+        if index > 0:
+            _draw_mark(draw, x, GAP + cell_h + 3, item.match)
+        x += cell_w + GAP + (2 * GAP if index == 0 else 0)  # wider gap after the query
+    path = Path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(handle: Any) -> None:
+        canvas.save(handle, format="PNG")
+
+    atomic_write_with(path, write)
+    return path
 
 
 def plot_cmc(

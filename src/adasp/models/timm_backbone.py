@@ -120,7 +120,7 @@ class TimmBackbone(nn.Module):
                 f"could not get timm's pretrained weights for {self.name!r} ({error}). "
                 "Offline? Download the model's weights file (e.g. model.safetensors from its "
                 "Hugging Face page) on a machine with internet access and pass its path as "
-                "pretrained=<path>."
+                "model.pretrained=<path> (pretrained=<path> in Python)."
             ) from error
         return pretrained.state_dict()
 

@@ -289,7 +289,7 @@ def download_weights(url: str) -> Path:
         raise UserInputError(
             f"could not download ImageNet weights from {url} ({type(error).__name__}: {error}). "
             f"Offline? Download that file on a machine with internet access and pass its path "
-            f"as pretrained=<path>, or copy it to {target}."
+            f"as model.pretrained=<path> (pretrained=<path> in Python), or copy it to {target}."
         ) from error
     return target
 
@@ -314,7 +314,7 @@ def load_pretrained(backbone: nn.Module, pretrained: str | os.PathLike) -> LoadR
         if not url:
             raise UserInputError(
                 f"no ImageNet weights are published for {type(backbone).__name__}; "
-                "pass a weights file path or pretrained=None"
+                "set model.pretrained=<weights file> or model.pretrained=null (Python: pretrained=None)"
             )
         path = _imagenet_file(backbone, url)
         return load_state_into(backbone, read_state_dict(path), str(path))
