@@ -250,3 +250,51 @@ def remove_run_outputs(folder: str | os.PathLike) -> None:
             f"--overwrite could not remove the previous run's {error.filename}: {_problem(error)}; "
             "remove it yourself or choose another --output"
         ) from None
+
+
+#: What a training run writes in its folder (besides TensorBoard and the lock): the files and
+#: folders that mark a folder as holding one.
+TRAINING_RUN_MARKS = ("config.yaml", "log.jsonl", "model.pt", "checkpoints")
+
+#: Names inside a training run folder that belong to the run: no other command writes them.
+RUN_RESERVED_NAMES = (*RUN_OUTPUTS, *RUN_FOLDERS, LOCK_NAME)
+
+
+def holds_training_run(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds (or held the start of) a training run, as opposed to, e.g.,
+    the ``metrics.json`` of an ``adasp evaluate`` output folder."""
+    return any((Path(folder) / name).exists() for name in TRAINING_RUN_MARKS)
+
+
+def check_not_run_files(
+    path: str | os.PathLike, what: str = "--output", *, folder: bool = False
+) -> None:
+    """Refuse an output that is one of a training run's own files (``model.pt``,
+    ``checkpoints/last.pt``, ``metrics.json``...), lies in one of its reserved folders, or,
+    with ``folder``, is the run folder itself (a command writing its ``metrics.json`` there).
+
+    A run's files belong to its run: written over, the run can no longer be resumed or read.
+    Other files beside them (``runs/r/model.onnx``) are fine.
+
+    Raises:
+        UserInputError: one line naming the run and where to write instead.
+    """
+    target = Path(path).expanduser().absolute()
+    for candidate in (target, *target.parents):
+        if not holds_training_run(candidate):
+            continue
+        if candidate == target:
+            if not folder:
+                break  # a file path that is a folder: check_output_file says so
+            raise UserInputError(
+                f"{what} {target} holds a training run, and its files (metrics.json...) belong "
+                f"to it; write elsewhere, e.g. {what} {target / 'eval'}"
+            )
+        first = target.relative_to(candidate).parts[0]
+        if first in RUN_RESERVED_NAMES:
+            instead = candidate / ("eval" if folder else f"exports/{target.name}")
+            raise UserInputError(
+                f"{what} {target} is the run's {first} in {candidate}, and a run's files belong "
+                f"to it; write elsewhere, e.g. {what} {instead}"
+            )
+        break
