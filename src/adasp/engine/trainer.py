@@ -581,7 +581,7 @@ class Trainer:
                 if self.summary:
                     print(self.summary, file=sys.stderr)
             self.log = RunLog(
-                self.output_dir, enabled=self.ctx.is_main, resume_step=self.state.step or None
+                self.output_dir, enabled=self.ctx.is_main, resume_step=self.state.step
             )
             reevaluate = self.state.finished and self._evaluation_changed
             while self.state.epoch < epochs:
