@@ -130,6 +130,8 @@ class RunFolderLock:
         self.folder = Path(folder).expanduser()
         self.enabled = enabled
         self._fd: int | None = None
+        self._created: list[Path] = []  # the folders acquire() created, deepest first
+        self._created_lock_file = False
 
     @property
     def held(self) -> bool:
@@ -142,8 +144,11 @@ class RunFolderLock:
             import fcntl
         except ImportError:  # no flock (Windows): one writer is the user's responsibility
             return self
+        created = missing_folders(self.folder)
         prepare_output_dir(self.folder)
+        self._created = created or self._created
         path = self.folder / LOCK_NAME
+        created_lock_file = not path.exists()
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:  # a folder by that name, another user's file...
@@ -167,9 +172,20 @@ class RunFolderLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {stamp}\n".encode(), 0)
         self._fd = fd
+        self._created_lock_file = created_lock_file
         return self
 
-    def release(self) -> None:
+    def release(self, discard: bool = False) -> None:
+        """Unlock the folder. ``discard`` (a run that failed to start) also removes the lock
+        file and the folders :meth:`acquire` created, while they hold nothing else, so that a
+        failed start leaves nothing behind; a folder that existed before is kept as it was."""
+        if discard and self._created_lock_file:
+            with contextlib.suppress(OSError):  # removed while still locked: no one holds it
+                (self.folder / LOCK_NAME).unlink()
+            for folder in self._created:
+                with contextlib.suppress(OSError):  # not empty (or gone): keep it
+                    folder.rmdir()
+            self._created, self._created_lock_file = [], False
         if self._fd is None:
             return
         import fcntl
@@ -233,6 +249,61 @@ def check_run_outputs(folder: str | os.PathLike, *, resume: bool, overwrite: boo
             f"{folder} already holds a run ({', '.join(names)}); pass --resume to continue it, "
             "or choose another --output (--overwrite replaces it)"
         )
+
+
+#: Where ``--overwrite`` keeps the previous run until the new one has written its first
+#: checkpoint (inside the run folder, so that the moves are renames on one file system).
+PREVIOUS_RUN = ".adasp-previous-run"
+
+
+def set_aside_run_outputs(folder: str | os.PathLike, enabled: bool = True) -> None:
+    """For ``--overwrite``: move the previous run's outputs into ``RUN/.adasp-previous-run``
+    instead of deleting them; :func:`discard_set_aside_run` deletes them once the new run has
+    written its first checkpoint, :func:`restore_set_aside_run` puts them back if it fails
+    before that. Call it holding the folder's lock.
+
+    A set-aside run left by a killed ``--overwrite`` is the last complete run: it is kept, and
+    what the killed run wrote since is removed instead.
+    """
+    if not enabled:
+        return
+    folder = Path(folder).expanduser()
+    aside = folder / PREVIOUS_RUN
+    if aside.exists():
+        remove_run_outputs(folder)
+        return
+    names = [name for name in (*RUN_OUTPUTS, *RUN_FOLDERS) if (folder / name).exists()]
+    if not names:
+        return
+    try:
+        aside.mkdir()
+        for name in names:
+            os.replace(folder / name, aside / name)
+    except OSError as error:
+        raise UserInputError(
+            f"--overwrite could not move the previous run's {error.filename} aside: "
+            f"{_problem(error)}; remove it yourself or choose another --output"
+        ) from None
+
+
+def discard_set_aside_run(folder: str | os.PathLike, enabled: bool = True) -> None:
+    """Delete the run :func:`set_aside_run_outputs` kept (the new run has a checkpoint now)."""
+    aside = Path(folder).expanduser() / PREVIOUS_RUN
+    if enabled and aside.exists():
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def restore_set_aside_run(folder: str | os.PathLike, enabled: bool = True) -> None:
+    """Put back the run :func:`set_aside_run_outputs` kept, removing what the new run wrote
+    before failing (a no-op once the new run has written its first checkpoint)."""
+    folder = Path(folder).expanduser()
+    aside = folder / PREVIOUS_RUN
+    if not (enabled and aside.exists()):
+        return
+    remove_run_outputs(folder)
+    for path in aside.iterdir():
+        os.replace(path, folder / path.name)
+    aside.rmdir()
 
 
 def remove_run_outputs(folder: str | os.PathLike) -> None:

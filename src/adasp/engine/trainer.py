@@ -51,7 +51,14 @@ from adasp.engine.distributed import (
     init_distributed,
 )
 from adasp.engine.loss_meter import LossMeter
-from adasp.engine.run_folder import RunFolderLock, check_run_outputs, remove_run_outputs
+from adasp.engine.preflight import check_test_sets
+from adasp.engine.run_folder import (
+    RunFolderLock,
+    check_run_outputs,
+    discard_set_aside_run,
+    restore_set_aside_run,
+    set_aside_run_outputs,
+)
 from adasp.engine.run_log import RunLog
 from adasp.engine.schedule import LRSchedule
 from adasp.errors import UserInputError
@@ -382,7 +389,7 @@ class Trainer:
                 train_loader, optimizer, schedule, evaluator,
             )  # fmt: skip
         except BaseException:
-            lock.release()
+            lock.release(discard=True)  # a failed start leaves no folder behind
             raise
 
     @classmethod
@@ -415,6 +422,7 @@ class Trainer:
             evaluator = builders.build_evaluator(
                 config, builders.build_test_sets(config.data, dataset)
             )
+        check_test_sets(getattr(evaluator, "test_sets", []))  # before any training or removal
         if model is None:
             model = builders.build_reid_model(config.model, dataset.num_train_pids)
             if config.model.sync_bn and ctx.distributed:
@@ -521,6 +529,7 @@ class Trainer:
         state = self._checkpoint_state()  # every rank takes part in gathering RNG states
         if self.ctx.is_main:
             save_checkpoint(self.checkpoint_path, state)
+            discard_set_aside_run(self.output_dir)  # the run --overwrite replaced
         barrier(self.ctx)
 
     def _load(self, ckpt: dict[str, Any]) -> None:
@@ -573,7 +582,7 @@ class Trainer:
         try:
             if self.ctx.is_main:
                 if self._overwrite:
-                    remove_run_outputs(self.output_dir)
+                    set_aside_run_outputs(self.output_dir)  # removed at the first checkpoint
                     self._overwrite = False
                 self.output_dir.mkdir(parents=True, exist_ok=True)
                 if self.config is not None:
@@ -606,6 +615,7 @@ class Trainer:
         finally:
             if self.log is not None:
                 self.log.close()
+            restore_set_aside_run(self.output_dir, enabled=self.ctx.is_main)  # failed early
             self.close()
 
     def _train_epoch(self) -> None:
