@@ -160,6 +160,9 @@ class TrainConfig:
     log_every: int = 20  # iterations; loss values are read from the device only then
     measure_harmful_pairs: bool = False  # needs a dataset with harmful marks (synthetic)
     ddp_static_graph: bool = False  # DDP static_graph=True: faster, needs a fixed graph
+    # A rank that does not answer a collective for this long (stopped, stuck, its node lost)
+    # ends the run on every rank with one line naming it, instead of a silent wait.
+    ddp_timeout_s: float = 300.0
 
 
 @dataclass
@@ -620,6 +623,7 @@ def validate_config(config: ExperimentConfig) -> None:
     )
     _require(t.eval_every >= 0, f"config key 'train.eval_every' must be >= 0, got {t.eval_every}")
     _require(t.log_every >= 1, f"config key 'train.log_every' must be >= 1, got {t.log_every}")
+    _number("train.ddp_timeout_s", t.ddp_timeout_s, low=1)
     _require(
         t.checkpoint_every_iters >= 0, "config key 'train.checkpoint_every_iters' must be >= 0"
     )

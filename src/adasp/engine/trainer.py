@@ -89,6 +89,7 @@ RESUME_FREE_KEYS = (
     "train.eval_every",
     "train.log_every",
     "train.checkpoint_every_iters",
+    "train.ddp_timeout_s",
 )
 
 
@@ -380,7 +381,7 @@ class Trainer:
         Example:
             >>> Trainer.from_config(load_config("quickstart"), "runs/q", model=my_model).fit()
         """
-        ctx = init_distributed(device)
+        ctx = init_distributed(device, config.train.ddp_timeout_s)
         # Claimed before any work: a busy or finished run folder stops the command at once.
         lock = claim_run_folder(output_dir, ctx, resume=resume, overwrite=overwrite)
         try:
