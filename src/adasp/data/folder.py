@@ -91,7 +91,7 @@ def _check_distinct_ids(
     for name, pid in sorted(pids.items()):
         other = by_id.setdefault(pid, name)
         if other != name:
-            folders = {}
+            folders: dict[str | None, str] = {}
             for item_name, path in items:
                 if item_name in (name, other):
                     folders.setdefault(item_name, os.path.dirname(path))
