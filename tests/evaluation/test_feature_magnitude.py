@@ -42,12 +42,18 @@ def test_evaluation_of_huge_features_is_that_of_the_same_features(metric):
     assert evaluate_features(query * 1e25, gallery * 1e25, *ids, metric=metric)["mAP"] == 1.0
 
 
-def test_search_distances_of_huge_features_are_not_all_one():
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("backend", ["torch", "faiss"])
+def test_search_distances_of_huge_features_are_not_all_one(backend, metric):
+    if backend == "faiss":
+        pytest.importorskip("faiss", reason="the faiss backend needs faiss-cpu")
     query, gallery, *_ = _separated()
-    distances, indices = search(query * 1e25, gallery * 1e25, topk=2, metric="cosine")
-    expected_d, expected_i = search(query, gallery, topk=2, metric="cosine")
+    scale = 2.0**83  # ~1e25, exact
+    distances, indices = search(query * scale, gallery * scale, 2, metric, backend)
+    expected_d, expected_i = search(query, gallery, 2, metric, backend)
     np.testing.assert_array_equal(indices, expected_i)
-    np.testing.assert_allclose(distances, expected_d, atol=1e-6)
+    factor = 1.0 if metric == "cosine" else scale
+    np.testing.assert_allclose(distances / factor, expected_d, rtol=1e-5, atol=1e-6)
 
 
 def test_unit_scale_distances_are_unchanged_bit_for_bit():
