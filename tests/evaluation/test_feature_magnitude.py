@@ -35,11 +35,13 @@ def test_distances_do_not_depend_on_the_magnitude(metric, scale):
 
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
-def test_evaluation_of_huge_features_is_that_of_the_same_features(metric):
+@pytest.mark.parametrize("rerank", [False, True], ids=["plain", "rerank"])
+def test_evaluation_of_huge_features_is_that_of_the_same_features(metric, rerank):
     query, gallery, q_pids, g_pids, q_cams, g_cams = _separated()
     ids = (q_pids, g_pids, q_cams, g_cams)
-    assert evaluate_features(query, gallery, *ids, metric=metric)["mAP"] == 1.0
-    assert evaluate_features(query * 1e25, gallery * 1e25, *ids, metric=metric)["mAP"] == 1.0
+    options = {"metric": metric, "rerank": rerank, "k1": 3, "k2": 2}
+    assert evaluate_features(query, gallery, *ids, **options)["mAP"] == 1.0
+    assert evaluate_features(query * 1e25, gallery * 1e25, *ids, **options)["mAP"] == 1.0
 
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
