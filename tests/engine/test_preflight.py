@@ -148,3 +148,30 @@ def test_a_failed_start_leaves_nothing_behind(bad, finished, tmp_path, capsys):
     assert _train(tmp_path / "mine", finished[0], *bad) == 2
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("new_run_failed", [False, True])
+def test_a_set_aside_run_is_restored_or_kept(tmp_path, new_run_failed):
+    """Unit level: what ``--overwrite`` set aside goes back on failure, and a folder holding
+    only a set-aside run (an ``--overwrite`` killed at once) is not a free folder."""
+    from adasp.engine.run_folder import (
+        PREVIOUS_RUN,
+        check_run_outputs,
+        restore_set_aside_run,
+        set_aside_run_outputs,
+    )
+    from adasp.errors import UserInputError
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_text("old checkpoint")
+    (tmp_path / "model.pt").write_text("old model")
+    set_aside_run_outputs(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [PREVIOUS_RUN]
+    if new_run_failed:
+        (tmp_path / "config.yaml").write_text("new")  # what the new run wrote before failing
+        restore_set_aside_run(tmp_path)
+        assert (tmp_path / "model.pt").read_text() == "old model"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints", "model.pt"]
+    else:
+        with pytest.raises(UserInputError, match=PREVIOUS_RUN):
+            check_run_outputs(tmp_path, resume=False, overwrite=False)

@@ -243,6 +243,8 @@ def check_run_outputs(folder: str | os.PathLike, *, resume: bool, overwrite: boo
                 "pass --overwrite to train it again from the start"
             )
         return
+    if (folder / PREVIOUS_RUN).exists():
+        found.append(PREVIOUS_RUN)  # a run an interrupted --overwrite set aside
     if found or checkpoint.exists():
         names = found + (["checkpoints/last.pt"] if checkpoint.exists() else [])
         raise UserInputError(
