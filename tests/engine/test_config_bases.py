@@ -126,3 +126,13 @@ def test_a_command_line_alias_bomb_is_refused():
 def test_ordinary_aliases_and_merge_keys_still_load():
     data = load_yaml("x: &x {a: 1}\ny:\n  <<: *x\n  b: 2\nz: [*x, *x]\n")
     assert data["y"] == {"a": 1, "b": 2} and data["z"] == [{"a": 1}, {"a": 1}]
+
+
+def test_a_users_own_base_outside_the_folder_is_refused_not_replaced(tmp_path):
+    # A copied preset tree with an edited _base_/market1501.yaml beside the preset's folder:
+    # the shipped file of that name must not be read instead, silently.
+    text = (PRESET_DIR / "market1501" / "adasp.yaml").read_text(encoding="utf-8")
+    copy = _write(tmp_path / "market1501" / "adasp.yaml", text)
+    _write(tmp_path / "_base_" / "market1501.yaml", "loss:\n  temperature: 0.5\n")
+    with pytest.raises(ConfigError, match="lies outside"):
+        load_config(copy)

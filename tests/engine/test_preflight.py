@@ -129,7 +129,9 @@ def test_same_camera_only_matches_are_named(tmp_path, capsys):
         for n, image in enumerate(sorted(folder.iterdir())):
             image.rename(folder / f"1_{n}.jpg")  # camera 1, the queries' camera
     assert _train(tmp_path / "r", root) == 2
-    assert "only from their own camera" in _error(capsys)
+    line = _error(capsys)
+    assert "4 have gallery images of their identity only from their own camera" in line
+    assert "before training" in line and not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize(

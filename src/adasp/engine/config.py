@@ -386,16 +386,18 @@ def resolve_base(base: str, config: Path) -> Path:
     presets = PRESET_DIR.resolve()
     allowed = presets if _inside(config, presets) else folder
     local = (folder / Path(base).expanduser()).resolve()
-    if local.is_file() and _inside(local, allowed):
-        return local
-    preset = _preset_file(base)
-    if preset is not None:
-        return preset
-    if local.exists() and not _inside(local, allowed):
+    if local.exists():
+        if local.is_file() and _inside(local, allowed):
+            return local
+        # Refused even when a shipped preset has the name: the user's file exists, and
+        # silently reading another one instead would be a wrong answer.
         raise ConfigError(
             f"{config}: _base_ {base!r} lies outside {allowed}; a _base_ names a shipped "
             "preset (e.g. cpu/mobilenet) or a YAML file under the folder of the config naming it"
         )
+    preset = _preset_file(base)
+    if preset is not None:
+        return preset
     raise ConfigError(
         f"{config}: _base_ {base!r} not found: no file {local} and no such preset; give a "
         f"path relative to {folder} or a preset: {_describe_presets(preset_names())}"
