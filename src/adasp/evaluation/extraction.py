@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,9 +25,10 @@ def check_finite_embeddings(embeddings: torch.Tensor, samples: Sequence[Any]) ->
     Raises:
         NonFiniteEmbeddingsError: how many rows are not, and the first image's path.
     """
-    bad = ~torch.isfinite(embeddings).all(dim=1)
-    if bool(bad.any()):
-        first = int(bad.nonzero()[0, 0])
+    # On the host copy, after the one wait for the device: no further device read.
+    bad = ~np.isfinite(embeddings.detach().cpu().numpy()).all(axis=1)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
         where = getattr(samples[first], "path", f"image {first}")
         raise NonFiniteEmbeddingsError(
             f"{int(bad.sum())} of {len(bad)} embeddings are not finite (NaN or inf), the first "
