@@ -75,3 +75,31 @@ def test_python_dash_m_entry_point():
         check=True,
     )
     assert "p_sp" in json.loads(proc.stdout)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--trials", "1000000000000"],
+        ["--sweep", "--instances", "300"],
+        ["--ids", "100000000", "--trials", "100000"],
+    ],
+)
+def test_work_beyond_the_limit_is_refused_at_once(argv, tmp_path, capsys):
+    """Issue 23, item 7: years of simulation are refused up front, with the estimate."""
+    assert main(["harmful-pairs", *argv, "--output", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "similarities" in err and "limit" in err
+    assert "lower --trials" in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_long_simulations_show_progress(capsys):
+    from adasp.analysis.harmful_pairs import simulate_harmful_pairs, sweep_harmful_pairs
+
+    simulate_harmful_pairs(4, 6, 2, trials=50, progress_above=0, max_chunk_elements=1000)
+    assert "simulating" in capsys.readouterr().err
+    sweep_harmful_pairs(2, 3, trials=5, progress_above=0)
+    assert "sweeping K" in capsys.readouterr().err
+    simulate_harmful_pairs(4, 6, 2, trials=50)  # short: silent
+    assert capsys.readouterr().err == ""

@@ -143,3 +143,21 @@ def test_symlink_loops_in_market_folders_and_dataset_roots(tmp_path):
     with pytest.warns(UserWarning, match=r"market1501: skipped 2 symbolic link\(s\)"):
         data = build_dataset("market1501", tmp_path)
     assert len(data.train) == 6
+
+
+def test_identity_folders_with_the_same_number_are_not_merged(tmp_path):
+    """Issue 23, item 12: ``gallery/052`` and ``gallery/52`` are different folders; read as one
+    identity they would silently merge two people."""
+    for split in ("train", "query"):
+        write_images(tmp_path / split / "1", ["1_a.jpg", "2_b.jpg"])
+    write_images(tmp_path / "gallery" / "052", ["1_c.jpg"])
+    write_images(tmp_path / "gallery" / "52", ["2_d.jpg"])
+    for read in (lambda: build_dataset("folder", tmp_path),
+                 lambda: list_folder_images(tmp_path / "gallery")):  # fmt: skip
+        with pytest.raises(UserInputError) as error:
+            read()
+        message = str(error.value)
+        assert (
+            os.path.join("gallery", "052") in message and os.path.join("gallery", "52") in message
+        )
+        assert "rename" in message and "\n" not in message

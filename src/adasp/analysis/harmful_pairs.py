@@ -17,7 +17,9 @@ instances, probability 3/15).
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 
@@ -130,6 +132,54 @@ class HarmfulPairResult:
         return out
 
 
+#: The most similarities one command may simulate: about 10 minutes on one CPU core, at the
+#: ~15 million a second measured on the project's 2-core machine.
+MAX_SIMILARITIES = 10**10
+#: Simulations above this many similarities (~5 s) show a progress bar on stderr.
+PROGRESS_ABOVE = 10**8
+_RATE = 15e6  # similarities per second on one core, for the estimate in messages
+
+
+def simulated_similarities(ids: int, instances: int, trials: int, sweep: bool = False) -> int:
+    """How many similarities ``N·T·M²`` a simulation draws (times ``M(M-1)/2 + 1`` values of
+    K for a sweep): the measure of its work."""
+    runs = num_pairs(instances) + 1 if sweep else 1
+    return ids * trials * instances * instances * runs
+
+
+def check_work(ids: int, instances: int, trials: int, sweep: bool = False) -> int:
+    """The work of a simulation (:func:`simulated_similarities`), if within the limit.
+
+    Raises:
+        UserInputError: above :data:`MAX_SIMILARITIES`, with the estimate and what to lower.
+    """
+    work = simulated_similarities(ids, instances, trials, sweep)
+    if work > MAX_SIMILARITIES:
+        what = f"a sweep of {num_pairs(instances) + 1} values of K" if sweep else "a simulation"
+        raise UserInputError(
+            f"{what} with N = {ids}, M = {instances}, T = {trials} draws about {work:.1e} "
+            f"similarities (about {_duration(work / _RATE)} on one core), above the limit of "
+            f"{MAX_SIMILARITIES:.0e} (~{_duration(MAX_SIMILARITIES / _RATE)}); lower --trials, "
+            "--ids or --instances"
+        )
+    return work
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("years", 365 * 86400), ("days", 86400), ("hours", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def _progress_bar(total: int, desc: str, show: bool) -> Any:
+    if not show:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, mininterval=1.0, file=sys.stderr, leave=False)
+
+
 def _simulate_chunk(
     n: int, instances: int, harmful: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,6 +213,7 @@ def simulate_harmful_pairs(
     trials: int = 1000,
     seed: int = 0,
     max_chunk_elements: int = 2**24,
+    progress_above: int = PROGRESS_ABOVE,
 ) -> HarmfulPairResult:
     """Monte Carlo estimate of the fraction of sampled positive pairs that are harmful.
 
@@ -173,6 +224,11 @@ def simulate_harmful_pairs(
         trials: T simulated mini-batches.
         seed: seed of the random generator (same seed, same numbers).
         max_chunk_elements: bound on the ``n·M·M`` similarity tensor simulated at once.
+        progress_above: show a progress bar on stderr when more similarities than this are
+            drawn.
+
+    Raises:
+        UserInputError: a bad model, or more than :data:`MAX_SIMILARITIES` similarities.
 
     Returns:
         :class:`HarmfulPairResult`: ``p_sp`` is the fraction of SP's N·T picks that are
@@ -182,18 +238,25 @@ def simulate_harmful_pairs(
     check_model(ids, instances, harmful, trials)
     check_seed("--seed", seed, UserInputError)
     check_instances_fit(instances, max_chunk_elements)
+    work = check_work(ids, instances, trials)
     generator = torch.Generator().manual_seed(seed)
     total = ids * trials
     chunk = max(1, max_chunk_elements // (instances * instances))
     sp_count = 0
     dense_sum = 0.0
     dense_sq = 0.0
+    bar = _progress_bar(total, f"simulating K = {harmful}", work > progress_above)
     for start in range(0, total, chunk):
-        sp_h, dense_h = _simulate_chunk(min(chunk, total - start), instances, harmful, generator)
+        n = min(chunk, total - start)
+        sp_h, dense_h = _simulate_chunk(n, instances, harmful, generator)
         per_identity = dense_h.double().mean(dim=1)
         sp_count += int(sp_h.sum())
         dense_sum += float(per_identity.sum())
         dense_sq += float((per_identity * per_identity).sum())
+        if bar is not None:
+            bar.update(n)
+    if bar is not None:
+        bar.close()
     p_dense = dense_sum / total
     var = max(0.0, dense_sq / total - p_dense * p_dense) * total / max(1, total - 1)
     half = Z_95 * math.sqrt(var / total)
@@ -215,11 +278,30 @@ def simulate_harmful_pairs(
 
 
 def sweep_harmful_pairs(
-    ids: int, instances: int, trials: int = 1000, seed: int = 0
+    ids: int,
+    instances: int,
+    trials: int = 1000,
+    seed: int = 0,
+    progress_above: int = PROGRESS_ABOVE,
 ) -> list[HarmfulPairResult]:
-    """:func:`simulate_harmful_pairs` for every K from 0 to ``M(M-1)/2`` (seed ``seed + K``)."""
+    """:func:`simulate_harmful_pairs` for every K from 0 to ``M(M-1)/2`` (seed ``seed + K``),
+    with a progress bar over K when it draws more than ``progress_above`` similarities.
+
+    Raises:
+        UserInputError: a bad model, or more than :data:`MAX_SIMILARITIES` similarities in all.
+    """
     check_model(ids, instances, 0, trials)
-    return [
-        simulate_harmful_pairs(ids, instances, k, trials, seed + k)
-        for k in range(num_pairs(instances) + 1)
-    ]
+    work = check_work(ids, instances, trials, sweep=True)
+    values = range(num_pairs(instances) + 1)
+    bar = _progress_bar(len(values), "sweeping K", work > progress_above)
+    results = []
+    for k in values:
+        # Each run is small (the sweep is bounded), so only the sweep shows its progress.
+        results.append(
+            simulate_harmful_pairs(ids, instances, k, trials, seed + k, progress_above=work + 1)
+        )
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return results

@@ -36,32 +36,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from adasp.cli.common import claim_output_file
+    import math
 
+    from adasp.cli.common import claim_output_file
+    from adasp.errors import UserInputError
+    from adasp.models.export import check_opset
+
+    if not (math.isfinite(args.atol) and args.atol >= 0):
+        raise UserInputError(f"--atol must be >= 0 (a finite number), got {args.atol:g}")
+    check_opset(args.opset)
     with claim_output_file(args.output):  # checked (and its run folder locked) before any work
         return _export(args)
 
 
 def _export(args: argparse.Namespace) -> int:
+    import contextlib
+    import os
+    from pathlib import Path
+
     import torch
 
     from adasp.engine.inference import build_inference_model, resolve_run_config
-    from adasp.models.export import export_onnx, verify_onnx
+    from adasp.errors import UserInputError
+    from adasp.models.export import ExportVerificationError, export_onnx, verify_onnx
 
     config, checkpoint = resolve_run_config(args.config, args.checkpoint, list(args.overrides))
     model = build_inference_model(config, checkpoint, torch.device("cpu"), args.checkpoint)
     size = tuple(config.data.image_size)
-    path = export_onnx(
-        model,
-        args.output,
-        image_size=size,
-        opset=args.opset,
-        include_normalization=args.include_normalization,
-        mean=tuple(config.data.mean),
-        std=tuple(config.data.std),
-    )
-    # A batch of 3 where the graph was traced with 2: checks the dynamic batch too.
-    diff = verify_onnx(model, path, image_size=size, batch_size=3, atol=args.atol)
+    path = Path(args.output).expanduser()
+    # Written beside the output and verified there: a failed check leaves the previous
+    # (verified) file as it was.
+    unverified = path.with_name(f".{path.name}.{os.getpid()}.unverified.onnx")
+    try:
+        export_onnx(
+            model,
+            unverified,
+            image_size=size,
+            opset=args.opset,
+            include_normalization=args.include_normalization,
+            mean=tuple(config.data.mean),
+            std=tuple(config.data.std),
+        )
+        # A batch of 3 where the graph was traced with 2: checks the dynamic batch too.
+        diff = verify_onnx(model, unverified, image_size=size, batch_size=3, atol=args.atol)
+        os.replace(unverified, path)
+    except ExportVerificationError as error:
+        raise UserInputError(f"{error}; {path} is unchanged (the export was not kept)") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            unverified.unlink()
     where = (
         "inside the graph (input: RGB in [0, 1])"
         if args.include_normalization

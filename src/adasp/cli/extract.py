@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from adasp.engine.distributed import init_distributed, shutdown_distributed
     from adasp.engine.inference import build_inference_model, resolve_run_config
     from adasp.evaluation import save_embeddings
+    from adasp.evaluation.extraction import NonFiniteEmbeddingsError
 
     with claim_output_file(args.output):  # before any embedding is computed
         ctx = None
@@ -69,9 +70,12 @@ def run(args: argparse.Namespace) -> int:
                     samples += list(chosen)
                     splits += [part] * len(chosen)
             model = build_inference_model(config, checkpoint, ctx.device, args.checkpoint)
-            features = build_evaluator(config, test_sets=[]).embed(
-                model, samples, ctx.device, progress=ctx.is_main and show_progress(args)
-            )
+            try:
+                features = build_evaluator(config, test_sets=[]).embed(
+                    model, samples, ctx.device, progress=ctx.is_main and show_progress(args)
+                )
+            except NonFiniteEmbeddingsError as error:
+                raise NonFiniteEmbeddingsError(f"{args.checkpoint}: {error}") from None
             if ctx.is_main:
                 save_embeddings(
                     args.output,

@@ -42,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from adasp.analysis.harmful_pairs import (
         check_model,
+        check_work,
         simulate_harmful_pairs,
         sweep_harmful_pairs,
     )
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         write_sweep,
     )
 
+    check_work(args.ids, args.instances, args.trials, sweep=args.sweep)  # before any file
     if args.sweep:
         from adasp.cli.common import claim_output_dir
 

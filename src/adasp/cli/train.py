@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from adasp.engine.config import load_config
-    from adasp.engine.distributed import shutdown_distributed
+    from adasp.engine.distributed import rank_timeout_error, shutdown_distributed
     from adasp.engine.trainer import Trainer, metrics_table
 
     config = load_config(args.config, overrides_from(args))
@@ -59,6 +59,11 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"outputs: {trainer.output_dir} (metrics.json, model.pt, checkpoints/, log.jsonl, tensorboard/)"
             )
+    except RuntimeError as error:
+        timeout = rank_timeout_error(error, config.train.ddp_timeout_s)
+        if timeout is None:
+            raise
+        raise timeout from None
     finally:
         shutdown_distributed()
         sys.stdout.flush()

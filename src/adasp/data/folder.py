@@ -7,7 +7,7 @@ extract --folder`` and ``adasp search --query-folder`` read every image under an
 - an image is a file with one of :data:`~adasp.data.layout.IMAGE_EXTENSIONS` (``.jpg``,
   ``.png``, ``.tif``, ...);
 - its identity is the name of the folder holding it: folders named by integers keep those
-  ids; when any name is not an integer, the names are numbered ``0..n-1`` in sorted order
+  ids (two names of one number, ``052`` and ``52``, are refused rather than merged); when any name is not an integer, the names are numbered ``0..n-1`` in sorted order
   over the images read together (so a name shared by query and gallery gets one id);
 - its camera is the integer before the first ``_`` of the file name, as written
   (``02_5.png`` is camera 2): a rule of the file alone, so the same file has the same camera
@@ -67,6 +67,7 @@ def samples_by_folder_rules(
     """
     _check_not_identity_prefixed(items, where)
     pids = _identity_ids({name for name, _ in items if name is not None})
+    _check_distinct_ids(items, pids, where)
     cameras, has_cameras = _camera_ids([path for _, path in items], where)
     samples = [
         Sample(path, UNKNOWN_IDENTITY if name is None else pids[name], cameras[path])
@@ -79,6 +80,25 @@ def _identity_ids(names: set[str]) -> dict[str, int]:
     if all(_INTEGER.match(n) for n in names):
         return {n: int(n) for n in names}
     return {n: i for i, n in enumerate(sorted(names))}
+
+
+def _check_distinct_ids(
+    items: list[tuple[str | None, str]], pids: dict[str, int], where: str
+) -> None:
+    """Refuse two identity folders whose names are the same number (``052`` and ``52``):
+    one id would silently merge two people."""
+    by_id: dict[int, str] = {}
+    for name, pid in sorted(pids.items()):
+        other = by_id.setdefault(pid, name)
+        if other != name:
+            folders: dict[str | None, str] = {}
+            for item_name, path in items:
+                if item_name in (name, other):
+                    folders.setdefault(item_name, os.path.dirname(path))
+            raise UserInputError(
+                f"{where}: identity folders {folders[other]} and {folders[name]} are both "
+                f"identity {pid}; rename one of them (or the folders of one person to one name)"
+            )
 
 
 def _camera_ids(paths: list[str], where: str) -> tuple[dict[str, int], bool]:

@@ -1,8 +1,9 @@
 """The experiment configuration: typed sections, YAML presets with ``_base_`` inheritance and
 ``key=value`` overrides, validated when loaded.
 
-A preset is a YAML file whose keys mirror :class:`ExperimentConfig`; ``_base_`` (a path, or a
-list of paths, relative to the file) names presets it extends, merged key by key. Overrides
+A preset is a YAML file whose keys mirror :class:`ExperimentConfig`; ``_base_`` (a shipped
+preset's name such as ``cpu/mobilenet``, or a path relative to the file under its folder; or a
+list of them) names presets it extends, merged key by key. Overrides
 such as ``loss.temperature=0.05`` or ``model.backbone=resnet50_ibn_a`` are applied last.
 Everything is checked at load time: unknown keys, wrong types, values outside the allowed set,
 and cross-field rules (a positive temperature, K instances dividing the batch, known loss,
@@ -160,6 +161,9 @@ class TrainConfig:
     log_every: int = 20  # iterations; loss values are read from the device only then
     measure_harmful_pairs: bool = False  # needs a dataset with harmful marks (synthetic)
     ddp_static_graph: bool = False  # DDP static_graph=True: faster, needs a fixed graph
+    # A rank that does not answer a collective for this long (stopped, stuck, its node lost)
+    # ends the run on every rank with one line naming it, instead of a silent wait.
+    ddp_timeout_s: float = 300.0
 
 
 @dataclass
@@ -284,18 +288,127 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+#: The most values (scalars, lists, mappings) a YAML document may expand to once its aliases
+#: are followed: a config is a few hundred; nested aliases ("billion laughs") make billions,
+#: which every later walk over the config would take years to visit.
+MAX_YAML_VALUES = 100_000
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """How many values ``node`` stands for with every alias followed (shared nodes counted
+    once per reference, computed once each)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        raise ConfigError("the YAML document refers to itself (a recursive alias); remove it")
+    open_nodes.add(key)
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        children: list[yaml.Node] = list(node.value)
+    elif isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    else:
+        children = []
+    for child in children:
+        total += _expanded_size(child, sizes, open_nodes)
+        if total > MAX_YAML_VALUES:
+            raise ConfigError(
+                f"the YAML document expands to more than {MAX_YAML_VALUES:,} values through "
+                "its aliases (&anchor/*alias); write the values out or remove the aliases"
+            )
+    open_nodes.discard(key)
+    sizes[key] = total
+    return total
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML error as one line without the text it quotes (which may be a file's content)."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    problem = getattr(error, "problem", None) or type(error).__name__
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
+
+
 def load_yaml(text: str) -> Any:
-    """Parse YAML text like ``yaml.safe_load``, but refuse duplicate keys.
+    """Parse YAML text like ``yaml.safe_load``, but refuse duplicate keys and documents whose
+    aliases expand to more than :data:`MAX_YAML_VALUES` values.
 
     Raises:
         DuplicateKeyError: a key repeated in one mapping (the message names both lines).
+        ConfigError: a recursive alias, or too many values once aliases are followed.
         yaml.YAMLError: invalid YAML.
     """
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
+    loader = _UniqueKeyLoader(text)  # a SafeLoader subclass: safe
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, {}, set())
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _preset_file(name: str) -> Path | None:
+    """The shipped file ``name`` names (``cpu/mobilenet``, ``_base_/person.yaml``), or None.
+
+    A copied preset's ``../_base_/market1501.yaml`` names the shipped ``_base_/market1501.yaml``:
+    leading ``../`` are dropped, and nothing outside the presets folder is returned.
+    """
+    parts = [part for part in Path(name).parts if part not in ("..", ".")]
+    if not parts or Path(name).is_absolute():
+        return None
+    stem = Path(*parts)
+    root = PRESET_DIR.resolve()
+    for candidate in (root / stem, root / f"{stem}.yaml"):
+        resolved = candidate.resolve()
+        if resolved.is_file() and _inside(resolved, root):
+            return resolved
+    return None
+
+
+def resolve_base(base: str, config: Path) -> Path:
+    """The file a ``_base_`` entry of ``config`` names.
+
+    Only two places are read: files under the folder of ``config`` (relative paths are
+    relative to it), and the presets shipped in the package (by name, e.g. ``cpu/mobilenet``;
+    a shipped preset may also name any file of the presets folder). Nothing else on the disk
+    can be reached through a config, and no error quotes a file's content.
+
+    Raises:
+        ConfigError: the entry names a file outside those folders, or none at all; the
+            message names ``config``.
+    """
+    folder = config.parent
+    presets = PRESET_DIR.resolve()
+    allowed = presets if _inside(config, presets) else folder
+    local = (folder / Path(base).expanduser()).resolve()
+    if local.exists():
+        if local.is_file() and _inside(local, allowed):
+            return local
+        # Refused even when a shipped preset has the name: the user's file exists, and
+        # silently reading another one instead would be a wrong answer.
+        raise ConfigError(
+            f"{config}: _base_ {base!r} lies outside {allowed}; a _base_ names a shipped "
+            "preset (e.g. cpu/mobilenet) or a YAML file under the folder of the config naming it"
+        )
+    preset = _preset_file(base)
+    if preset is not None:
+        return preset
+    raise ConfigError(
+        f"{config}: _base_ {base!r} not found: no file {local} and no such preset; give a "
+        f"path relative to {folder} or a preset: {_describe_presets(preset_names())}"
+    )
 
 
 def read_yaml_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read a YAML preset and merge the presets its ``_base_`` key names (recursively)."""
+    """Read a YAML preset and merge the presets its ``_base_`` key names (recursively; see
+    :func:`resolve_base` for where they may lie)."""
     path = Path(path).resolve()
     if path in _seen:
         chain = " -> ".join(str(p) for p in (*_seen, path))
@@ -306,17 +419,22 @@ def read_yaml_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict
         data = load_yaml(read_utf8(path, "save the file as UTF-8", ConfigError)) or {}
     except DuplicateKeyError as error:
         raise DuplicateKeyError(f"{path}: {error}") from None
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+        raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(error)}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {data!r}")
+        # The content is not quoted: the file may be anything (a base outside the presets).
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of sections, got {type(data).__name__}"
+        )
     bases = data.pop("_base_", [])
     bases = [bases] if isinstance(bases, str) else bases
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
         raise ConfigError(f"{path}: _base_ must be a path or a list of paths, got {bases!r}")
     merged: dict[str, Any] = {}
     for base in bases:
-        merged = _merge(merged, read_yaml_with_bases(path.parent / base, (*_seen, path)))
+        merged = _merge(merged, read_yaml_with_bases(resolve_base(base, path), (*_seen, path)))
     return _merge(merged, data)
 
 
@@ -525,6 +643,7 @@ def validate_config(config: ExperimentConfig) -> None:
     )
     _require(t.eval_every >= 0, f"config key 'train.eval_every' must be >= 0, got {t.eval_every}")
     _require(t.log_every >= 1, f"config key 'train.log_every' must be >= 1, got {t.log_every}")
+    _number("train.ddp_timeout_s", t.ddp_timeout_s, low=1)
     _require(
         t.checkpoint_every_iters >= 0, "config key 'train.checkpoint_every_iters' must be >= 0"
     )

@@ -8,7 +8,9 @@ plain ``adasp train`` is a group of one and touches none of this.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -73,8 +75,20 @@ def resolve_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def init_distributed(device: str | None = "auto") -> DistributedContext:
-    """Join the process group described by torchrun, or make a group of one."""
+#: How long a collective waits for a rank that does not answer, unless told otherwise
+#: (``train.ddp_timeout_s``); gloo's own default is 30 minutes.
+DEFAULT_TIMEOUT_S = 300.0
+
+
+def init_distributed(
+    device: str | None = "auto", timeout_s: float = DEFAULT_TIMEOUT_S
+) -> DistributedContext:
+    """Join the process group described by torchrun, or make a group of one.
+
+    Args:
+        timeout_s: how long any collective waits for the other ranks before it fails (see
+            :func:`rank_timeout_error` for the message that failure becomes).
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -82,8 +96,67 @@ def init_distributed(device: str | None = "auto") -> DistributedContext:
     if world_size > 1 and not dist.is_initialized():
         if resolved.type == "cuda":
             torch.cuda.set_device(resolved)
-        dist.init_process_group(backend="nccl" if resolved.type == "cuda" else "gloo")
+        dist.init_process_group(
+            backend="nccl" if resolved.type == "cuda" else "gloo",
+            timeout=timedelta(seconds=timeout_s),
+        )
     return DistributedContext(rank, world_size, local_rank, resolved)
+
+
+class RankTimeoutError(UserInputError):
+    """A rank did not answer a collective within the process group's timeout."""
+
+
+def _is_timeout(error: BaseException) -> bool:
+    text = str(error).lower()
+    return "timed out" in text or "timeout" in text
+
+
+def unanswered_ranks(wait_s: float) -> list[int] | None:
+    """After a collective timed out: the ranks that do not say so too within ``wait_s``.
+
+    Every rank whose collective timed out writes its rank to the group's key-value store
+    (torchrun's, which lives outside the workers); a stopped or stuck rank never does. None
+    when the store cannot be reached.
+    """
+    try:
+        store = dist.distributed_c10d._get_default_store()
+        rank, world = dist.get_rank(), dist.get_world_size()
+        store.set(f"adasp/timed-out/{rank}", "1")
+        deadline = time.monotonic() + wait_s
+        while True:
+            missing = [r for r in range(world) if not store.check([f"adasp/timed-out/{r}"])]
+            if not missing or time.monotonic() >= deadline:
+                return missing
+            time.sleep(0.2)
+    except Exception:  # the store is gone too (its node lost): nothing more to learn
+        return None
+
+
+def rank_timeout_error(error: BaseException, timeout_s: float) -> RankTimeoutError | None:
+    """``error`` as a one-line :class:`RankTimeoutError` naming the ranks that did not answer,
+    if it is a collective's timeout in a process group; None otherwise.
+
+    The other live ranks time out in the same collective, so they are waited for (at most
+    ``timeout_s``, 60 s at most) before the silent ones are named.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or not _is_timeout(error):
+        return None
+    world = dist.get_world_size()
+    if world < 2:
+        return None
+    missing = unanswered_ranks(min(timeout_s, 60.0))
+    if missing:
+        names = ", ".join(str(r) for r in missing)
+        who = (
+            f"rank {names} of {world} did" if len(missing) == 1 else f"ranks {names} of {world} did"
+        )
+    else:
+        who = f"a rank of {world} did"
+    return RankTimeoutError(
+        f"{who} not answer within {timeout_s:g} s (train.ddp_timeout_s): it is stopped, stuck "
+        "or its node is lost; the last checkpoint is intact: run again with --resume"
+    )
 
 
 def shutdown_distributed() -> None:

@@ -130,6 +130,8 @@ class RunFolderLock:
         self.folder = Path(folder).expanduser()
         self.enabled = enabled
         self._fd: int | None = None
+        self._created: list[Path] = []  # the folders acquire() created, deepest first
+        self._created_lock_file = False
 
     @property
     def held(self) -> bool:
@@ -142,8 +144,11 @@ class RunFolderLock:
             import fcntl
         except ImportError:  # no flock (Windows): one writer is the user's responsibility
             return self
+        created = missing_folders(self.folder)
         prepare_output_dir(self.folder)
+        self._created = created or self._created
         path = self.folder / LOCK_NAME
+        created_lock_file = not path.exists()
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:  # a folder by that name, another user's file...
@@ -167,9 +172,20 @@ class RunFolderLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {stamp}\n".encode(), 0)
         self._fd = fd
+        self._created_lock_file = created_lock_file
         return self
 
-    def release(self) -> None:
+    def release(self, discard: bool = False) -> None:
+        """Unlock the folder. ``discard`` (a run that failed to start) also removes the lock
+        file and the folders :meth:`acquire` created, while they hold nothing else, so that a
+        failed start leaves nothing behind; a folder that existed before is kept as it was."""
+        if discard and self._created_lock_file:
+            with contextlib.suppress(OSError):  # removed while still locked: no one holds it
+                (self.folder / LOCK_NAME).unlink()
+            for folder in self._created:
+                with contextlib.suppress(OSError):  # not empty (or gone): keep it
+                    folder.rmdir()
+            self._created, self._created_lock_file = [], False
         if self._fd is None:
             return
         import fcntl
@@ -227,12 +243,69 @@ def check_run_outputs(folder: str | os.PathLike, *, resume: bool, overwrite: boo
                 "pass --overwrite to train it again from the start"
             )
         return
+    if (folder / PREVIOUS_RUN).exists():
+        found.append(PREVIOUS_RUN)  # a run an interrupted --overwrite set aside
     if found or checkpoint.exists():
         names = found + (["checkpoints/last.pt"] if checkpoint.exists() else [])
         raise UserInputError(
             f"{folder} already holds a run ({', '.join(names)}); pass --resume to continue it, "
             "or choose another --output (--overwrite replaces it)"
         )
+
+
+#: Where ``--overwrite`` keeps the previous run until the new one has written its first
+#: checkpoint (inside the run folder, so that the moves are renames on one file system).
+PREVIOUS_RUN = ".adasp-previous-run"
+
+
+def set_aside_run_outputs(folder: str | os.PathLike, enabled: bool = True) -> None:
+    """For ``--overwrite``: move the previous run's outputs into ``RUN/.adasp-previous-run``
+    instead of deleting them; :func:`discard_set_aside_run` deletes them once the new run has
+    written its first checkpoint, :func:`restore_set_aside_run` puts them back if it fails
+    before that. Call it holding the folder's lock.
+
+    A set-aside run left by a killed ``--overwrite`` is the last complete run: it is kept, and
+    what the killed run wrote since is removed instead.
+    """
+    if not enabled:
+        return
+    folder = Path(folder).expanduser()
+    aside = folder / PREVIOUS_RUN
+    if aside.exists():
+        remove_run_outputs(folder)
+        return
+    names = [name for name in (*RUN_OUTPUTS, *RUN_FOLDERS) if (folder / name).exists()]
+    if not names:
+        return
+    try:
+        aside.mkdir()
+        for name in names:
+            os.replace(folder / name, aside / name)
+    except OSError as error:
+        raise UserInputError(
+            f"--overwrite could not move the previous run's {error.filename} aside: "
+            f"{_problem(error)}; remove it yourself or choose another --output"
+        ) from None
+
+
+def discard_set_aside_run(folder: str | os.PathLike, enabled: bool = True) -> None:
+    """Delete the run :func:`set_aside_run_outputs` kept (the new run has a checkpoint now)."""
+    aside = Path(folder).expanduser() / PREVIOUS_RUN
+    if enabled and aside.exists():
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def restore_set_aside_run(folder: str | os.PathLike, enabled: bool = True) -> None:
+    """Put back the run :func:`set_aside_run_outputs` kept, removing what the new run wrote
+    before failing (a no-op once the new run has written its first checkpoint)."""
+    folder = Path(folder).expanduser()
+    aside = folder / PREVIOUS_RUN
+    if not (enabled and aside.exists()):
+        return
+    remove_run_outputs(folder)
+    for path in aside.iterdir():
+        os.replace(path, folder / path.name)
+    aside.rmdir()
 
 
 def remove_run_outputs(folder: str | os.PathLike) -> None:
@@ -250,3 +323,51 @@ def remove_run_outputs(folder: str | os.PathLike) -> None:
             f"--overwrite could not remove the previous run's {error.filename}: {_problem(error)}; "
             "remove it yourself or choose another --output"
         ) from None
+
+
+#: What a training run writes in its folder (besides TensorBoard and the lock): the files and
+#: folders that mark a folder as holding one.
+TRAINING_RUN_MARKS = ("config.yaml", "log.jsonl", "model.pt", "checkpoints")
+
+#: Names inside a training run folder that belong to the run: no other command writes them.
+RUN_RESERVED_NAMES = (*RUN_OUTPUTS, *RUN_FOLDERS, LOCK_NAME)
+
+
+def holds_training_run(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds (or held the start of) a training run, as opposed to, e.g.,
+    the ``metrics.json`` of an ``adasp evaluate`` output folder."""
+    return any((Path(folder) / name).exists() for name in TRAINING_RUN_MARKS)
+
+
+def check_not_run_files(
+    path: str | os.PathLike, what: str = "--output", *, folder: bool = False
+) -> None:
+    """Refuse an output that is one of a training run's own files (``model.pt``,
+    ``checkpoints/last.pt``, ``metrics.json``...), lies in one of its reserved folders, or,
+    with ``folder``, is the run folder itself (a command writing its ``metrics.json`` there).
+
+    A run's files belong to its run: written over, the run can no longer be resumed or read.
+    Other files beside them (``runs/r/model.onnx``) are fine.
+
+    Raises:
+        UserInputError: one line naming the run and where to write instead.
+    """
+    target = Path(path).expanduser().absolute()
+    for candidate in (target, *target.parents):
+        if not holds_training_run(candidate):
+            continue
+        if candidate == target:
+            if not folder:
+                break  # a file path that is a folder: check_output_file says so
+            raise UserInputError(
+                f"{what} {target} holds a training run, and its files (metrics.json...) belong "
+                f"to it; write elsewhere, e.g. {what} {target / 'eval'}"
+            )
+        first = target.relative_to(candidate).parts[0]
+        if first in RUN_RESERVED_NAMES:
+            instead = candidate / ("eval" if folder else f"exports/{target.name}")
+            raise UserInputError(
+                f"{what} {target} is the run's {first} in {candidate}, and a run's files belong "
+                f"to it; write elsewhere, e.g. {what} {instead}"
+            )
+        break

@@ -21,7 +21,9 @@ class RunLog:
         output_dir: the run folder.
         enabled: False on non-main ranks (then every call is a no-op).
         tensorboard: also write TensorBoard event files.
-        resume_step: the step a resumed run continues after; later events are dropped.
+        resume_step: the step the run continues after (0 when it starts from the beginning,
+            as after a kill before the first checkpoint); later events, which the run logs
+            again, are dropped. None keeps the log as it is.
     """
 
     def __init__(

@@ -53,8 +53,15 @@ from adasp.engine.distributed import (
 )
 from adasp.engine.loss_meter import LossMeter
 from adasp.engine.plugin_use import plugins_used
+from adasp.engine.preflight import check_test_sets
 from adasp.engine.progress import print_epoch_line
-from adasp.engine.run_folder import RunFolderLock, check_run_outputs, remove_run_outputs
+from adasp.engine.run_folder import (
+    RunFolderLock,
+    check_run_outputs,
+    discard_set_aside_run,
+    restore_set_aside_run,
+    set_aside_run_outputs,
+)
 from adasp.engine.run_log import RunLog
 from adasp.engine.schedule import LRSchedule
 from adasp.errors import UserInputError
@@ -85,6 +92,7 @@ RESUME_FREE_KEYS = (
     "train.eval_every",
     "train.log_every",
     "train.checkpoint_every_iters",
+    "train.ddp_timeout_s",
 )
 
 
@@ -376,7 +384,7 @@ class Trainer:
         Example:
             >>> Trainer.from_config(load_config("quickstart"), "runs/q", model=my_model).fit()
         """
-        ctx = init_distributed(device)
+        ctx = init_distributed(device, config.train.ddp_timeout_s)
         # Claimed before any work: a busy or finished run folder stops the command at once.
         lock = claim_run_folder(output_dir, ctx, resume=resume, overwrite=overwrite)
         try:
@@ -385,7 +393,7 @@ class Trainer:
                 train_loader, optimizer, schedule, evaluator,
             )  # fmt: skip
         except BaseException:
-            lock.release()
+            lock.release(discard=True)  # a failed start leaves no folder behind
             raise
 
     @classmethod
@@ -418,6 +426,7 @@ class Trainer:
             evaluator = builders.build_evaluator(
                 config, builders.build_test_sets(config.data, dataset)
             )
+        check_test_sets(getattr(evaluator, "test_sets", []))  # before any training or removal
         if model is None:
             model = builders.build_reid_model(config.model, dataset.num_train_pids)
             if config.model.sync_bn and ctx.distributed:
@@ -525,6 +534,7 @@ class Trainer:
         state = self._checkpoint_state()  # every rank takes part in gathering RNG states
         if self.ctx.is_main:
             save_checkpoint(self.checkpoint_path, state)
+            discard_set_aside_run(self.output_dir)  # the run --overwrite replaced
         barrier(self.ctx)
 
     def _load(self, ckpt: dict[str, Any]) -> None:
@@ -578,7 +588,7 @@ class Trainer:
         try:
             if self.ctx.is_main:
                 if self._overwrite:
-                    remove_run_outputs(self.output_dir)
+                    set_aside_run_outputs(self.output_dir)  # removed at the first checkpoint
                     self._overwrite = False
                 self.output_dir.mkdir(parents=True, exist_ok=True)
                 if self.config is not None:
@@ -586,7 +596,7 @@ class Trainer:
                 if self.summary:
                     print(self.summary, file=sys.stderr)
             self.log = RunLog(
-                self.output_dir, enabled=self.ctx.is_main, resume_step=self.state.step or None
+                self.output_dir, enabled=self.ctx.is_main, resume_step=self.state.step
             )
             reevaluate = self.state.finished and self._evaluation_changed
             while self.state.epoch < epochs:
@@ -611,6 +621,7 @@ class Trainer:
         finally:
             if self.log is not None:
                 self.log.close()
+            restore_set_aside_run(self.output_dir, enabled=self.ctx.is_main)  # failed early
             self.close()
 
     def _train_epoch(self) -> None:

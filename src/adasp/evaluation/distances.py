@@ -45,6 +45,9 @@ class Metric:
             (a view or a contiguous copy).
         squared_block: the same, squared (``d * d``: re-ranking starts from squared distances).
         squared_pairs: ``(a (P, D), b (P, D)) -> (P,)`` squared distances of row pairs.
+        degree: ``d(s·a, s·b) = s^degree · d(a, b)``; the features of a metric of degree 1
+            or more are brought near unit scale (by one power of two for both sets, exact)
+            before its squares are taken, so that no magnitude overflows or underflows.
     """
 
     prepare: Callable[[Tensor], Tensor]
@@ -52,14 +55,26 @@ class Metric:
     block: Callable[[Tensor, Tensor, Tensor | None], Tensor]
     squared_block: Callable[[Tensor, Tensor, Tensor | None], Tensor]
     squared_pairs: Callable[[Tensor, Tensor], Tensor]
+    degree: int = 0
 
     def distances(self, a: Tensor, b_t: Tensor) -> Tensor:
         """``(B, M)`` distances of prepared ``a (B, D)`` to the prepared, transposed ``b_t``."""
         return self.block(a, b_t, self.column_terms(b_t))
 
 
+def _power_of_two_below(magnitude: Tensor) -> Tensor:
+    """``2^e`` with ``magnitude`` in ``[2^e, 2^(e+1))`` (1 for 0), elementwise."""
+    _, exponent = torch.frexp(magnitude)
+    return torch.ldexp(torch.ones_like(magnitude), exponent - 1)
+
+
 def _normalise(x: Tensor) -> Tensor:
-    return F.normalize(x, dim=1)
+    # Each row is first divided by the power of two below its largest |value|: exact (so
+    # ordinary features give the same bits), and the squared norm of a row of ~1e25 no longer
+    # overflows to inf (nor one of ~1e-25 underflows to 0), which made every distance 1.
+    if x.numel() == 0:
+        return x
+    return F.normalize(x / _power_of_two_below(x.abs().amax(1, keepdim=True)), dim=1)
 
 
 def _identity(x: Tensor) -> Tensor:
@@ -123,7 +138,12 @@ def _euclidean_squared_pairs(a: Tensor, b: Tensor) -> Tensor:
 
 COSINE = Metric(_normalise, _no_terms, _cosine_block, _cosine_squared_block, _cosine_squared_pairs)
 EUCLIDEAN = Metric(
-    _identity, _squared_norms, _euclidean_block, _euclidean_squared_block, _euclidean_squared_pairs
+    _identity,
+    _squared_norms,
+    _euclidean_block,
+    _euclidean_squared_block,
+    _euclidean_squared_pairs,
+    degree=1,
 )
 SQEUCLIDEAN = Metric(
     _identity,
@@ -131,6 +151,7 @@ SQEUCLIDEAN = Metric(
     _sqeuclidean_block,
     _sqeuclidean_squared_block,
     _sqeuclidean_squared_pairs,
+    degree=2,
 )
 
 #: The metrics of evaluation and search, by name.
@@ -204,15 +225,31 @@ def checked_distance_chunks(
     return _blocks(query, gallery, METRICS[metric], step)
 
 
+def common_scale(query: Tensor, gallery: Tensor) -> float:
+    """The power of two below the largest ``|value|`` of both sets (1.0 when both are empty
+    or zero): dividing by it is exact and brings them near unit scale."""
+    if query.numel() + gallery.numel() == 0:
+        return 1.0
+    largest = torch.stack([query.abs().amax() if query.numel() else query.new_zeros(()),
+                           gallery.abs().amax() if gallery.numel() else gallery.new_zeros(())])  # fmt: skip
+    return float(_power_of_two_below(largest.amax()))
+
+
 def _blocks(
     query: Tensor, gallery: Tensor, metric: Metric, step: int
 ) -> Iterator[tuple[slice, Tensor]]:
+    scale = common_scale(query, gallery) if metric.degree else 1.0
+    if scale != 1.0:
+        # Distances of ~1e25 features would square to inf (of ~1e-25 ones, to 0).
+        query, gallery = query / scale, gallery / scale
+    factor = scale**metric.degree
     # A transposed view, not a copy: the products read it as fast, and memory stays one set.
     gallery_t = metric.prepare(gallery).T
     terms = metric.column_terms(gallery_t)
     for begin in range(0, query.shape[0], step):
         rows = slice(begin, min(begin + step, query.shape[0]))
-        yield rows, metric.block(metric.prepare(query[rows]), gallery_t, terms)
+        block = metric.block(metric.prepare(query[rows]), gallery_t, terms)
+        yield rows, block.mul_(factor) if factor != 1.0 else block
 
 
 def pairwise_distances(

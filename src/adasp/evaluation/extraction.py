@@ -5,11 +5,37 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from adasp.errors import UserInputError
 from adasp.models import unwrap_model
 from adasp.utils.distributed import distributed_rank, distributed_world_size, gather_rows
+
+
+class NonFiniteEmbeddingsError(UserInputError):
+    """The model produced NaN or infinite embeddings (e.g. a checkpoint with NaN weights):
+    every distance and metric computed from them would be meaningless."""
+
+
+def check_finite_embeddings(embeddings: torch.Tensor, samples: Sequence[Any]) -> torch.Tensor:
+    """``embeddings (N, D)`` if every value is finite.
+
+    Raises:
+        NonFiniteEmbeddingsError: how many rows are not, and the first image's path.
+    """
+    # On the host copy, after the one wait for the device: no further device read.
+    bad = ~np.isfinite(embeddings.detach().cpu().numpy()).all(axis=1)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        where = getattr(samples[first], "path", f"image {first}")
+        raise NonFiniteEmbeddingsError(
+            f"{int(bad.sum())} of {len(bad)} embeddings are not finite (NaN or inf), the first "
+            f"of {where}: the model's weights are not finite or it overflows; check the "
+            "checkpoint (a diverged run?)"
+        )
+    return embeddings
 
 
 @torch.no_grad()
@@ -31,7 +57,8 @@ def extract_embeddings(
     gathered on every rank (call it on every rank). ``flip`` averages the embeddings of each
     image and its mirror image. The model is put in eval mode and back afterwards.
 
-    The host waits for the device once, at the end: each batch's embedding is copied into a
+    Non-finite embeddings are refused (:class:`NonFiniteEmbeddingsError`): nothing downstream
+    could tell them from real ones. The host waits for the device once, at the end: each batch's embedding is copied into a
     preallocated (pinned, on CUDA) host buffer without blocking.
 
     Args:
@@ -75,4 +102,5 @@ def extract_embeddings(
         net.train(was_training)
     if local is None:
         local = torch.zeros(0, getattr(net, "embedding_dim", 0))
-    return gather_rows(local).cpu() if world > 1 else local
+    embeddings = gather_rows(local).cpu() if world > 1 else local
+    return check_finite_embeddings(embeddings, samples)

@@ -32,6 +32,7 @@ from adasp.evaluation.distances import (
     Metric,
     as_features,
     check_same_dimension,
+    common_scale,
 )
 from adasp.evaluation.reranking_sparse import (
     GATHER_BUDGET,
@@ -125,6 +126,16 @@ def _features(
             raise UserInputError(f"{name} is empty (shape {tuple(matrix.shape)})")
     check_same_dimension(query, gallery)
     return query.float(), gallery.float()
+
+
+def _unit_scale(query: Tensor, gallery: Tensor) -> tuple[Tensor, Tensor]:
+    """Both sets divided by one power of two near their largest value: exact, and re-ranking
+    is invariant to it (each item's distances are divided by their maximum), but squared
+    distances of ~1e25 features no longer overflow to inf."""
+    scale = common_scale(query, gallery)
+    if 2.0**-32 <= scale <= 2.0**32:  # squares far from float32's limits: left as they are
+        return query, gallery
+    return query / scale, gallery / scale
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,7 +371,7 @@ def reranked_distance_chunks(
     _check_parameters(k1, k2, lambda_value)
     spec = _check_metric(metric)
     _check_chunk_size(chunk_size)
-    query, gallery = _features(query_features, gallery_features, device)
+    query, gallery = _unit_scale(*_features(query_features, gallery_features, device))
     return _reranked_chunks(query, gallery, int(k1), int(k2), float(lambda_value), spec, chunk_size)
 
 
@@ -446,7 +457,7 @@ def rerank_features(
     _check_parameters(k1, k2, lambda_value)
     spec = _check_metric(metric)
     _check_chunk_size(chunk_size)
-    query, gallery = _features(query_features, gallery_features, device)
+    query, gallery = _unit_scale(*_features(query_features, gallery_features, device))
     if dense is None:
         dense = query.shape[0] + gallery.shape[0] <= DENSE_ITEM_LIMIT
     if dense:

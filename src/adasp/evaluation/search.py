@@ -19,10 +19,12 @@ import torch
 
 from adasp.errors import UserInputError
 from adasp.evaluation.distances import (
+    COSINE,
     METRICS,
     as_features,
     check_same_dimension,
     checked_distance_chunks,
+    common_scale,
 )
 from adasp.evaluation.embeddings import Embeddings
 from adasp.evaluation.inputs import check_choice
@@ -73,18 +75,20 @@ def _search_faiss(
         ) from error
     q = query.detach().float().cpu()
     g = gallery.detach().float().cpu()
+    scale = 1.0
     if metric == "cosine":
-        q = torch.nn.functional.normalize(q, dim=1)
-        g = torch.nn.functional.normalize(g, dim=1)
+        q, g = COSINE.prepare(q), COSINE.prepare(g)  # overflow-safe, as the torch backend
         index = faiss.IndexFlatIP(g.shape[1])
     else:
+        scale = common_scale(q, g)  # an exact power of two: no square overflows
+        q, g = q / scale, g / scale
         index = faiss.IndexFlatL2(g.shape[1])
     index.add(np.ascontiguousarray(g.numpy()))
     scores, indices = index.search(np.ascontiguousarray(q.numpy()), topk)
     if metric == "cosine":
         distances = 1.0 - scores
     else:  # faiss returns squared L2 distances
-        distances = np.sqrt(np.maximum(scores, 0.0))
+        distances = np.sqrt(np.maximum(scores, 0.0)) * scale
     return distances.astype(np.float32), indices.astype(np.int64)
 
 

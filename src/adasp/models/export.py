@@ -59,6 +59,35 @@ class ExportVerificationError(RuntimeError):
     """The ONNX model's embeddings differ from PyTorch's by more than the tolerance."""
 
 
+#: The oldest opset the exporter writes as asked (it writes 18 for anything older).
+MIN_OPSET = 18
+
+
+def check_opset(opset: int | None) -> int | None:
+    """``opset`` if the exporter can write it, else a one-line error with the range.
+
+    Raises:
+        UserInputError: ``opset`` is outside ``MIN_OPSET`` .. the newest the installed onnx
+            knows (the exporter would silently write another one).
+    """
+    if opset is None:
+        return None
+    try:
+        import onnx
+    except ImportError as error:
+        raise UserInputError(
+            f"ONNX export needs onnx and onnxscript: pip install 'adasp[onnx]' ({error})"
+        ) from error
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise UserInputError(
+            f"--opset {opset} cannot be written: the exporter writes opsets {MIN_OPSET} to "
+            f"{newest} (the installed onnx's newest); choose one in that range, or leave "
+            "--opset out for the default"
+        )
+    return opset
+
+
 class EmbeddingGraph(nn.Module):
     """What is exported: optional input normalisation, the model's eval forward, optional
     L2 normalisation. ``images (N, 3, H, W) -> embeddings (N, D)``."""
@@ -141,9 +170,11 @@ def export_onnx(
         The path written.
 
     Raises:
-        UserInputError: bad ``image_size``/``mean``/``std``, or onnx/onnxscript missing.
+        UserInputError: bad ``image_size``/``mean``/``std``/``opset``, or onnx/onnxscript
+            missing.
     """
     height, width = _check_image_size(image_size)
+    check_opset(opset)
     if normalization is not None:
         include_normalization = True
         mean, std = normalization
@@ -192,6 +223,12 @@ def export_onnx(
     finally:
         model.train(was_training)
     proto = program.model_proto
+    written = {entry.domain: entry.version for entry in proto.opset_import}.get("")
+    if opset is not None and written != opset:
+        raise UserInputError(
+            f"--opset {opset} asked for, but the exporter produced opset {written}; nothing "
+            "was written: choose another --opset or leave it out"
+        )
     info = {
         "adasp.input": f"{INPUT_NAME}: float32 (N, 3, {height}, {width}) RGB",
         "adasp.input_normalization": "inside" if include_normalization else "outside",
