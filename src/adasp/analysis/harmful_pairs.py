@@ -151,8 +151,11 @@ def check_work(ids: int, instances: int, trials: int, sweep: bool = False) -> in
     """The work of a simulation (:func:`simulated_similarities`), if within the limit.
 
     Raises:
-        UserInputError: above :data:`MAX_SIMILARITIES`, with the estimate and what to lower.
+        UserInputError: too many instances for memory (:func:`check_instances_fit`, the
+            harder limit, checked first), or above :data:`MAX_SIMILARITIES`, with the estimate
+            and what to lower.
     """
+    check_instances_fit(instances)
     work = simulated_similarities(ids, instances, trials, sweep)
     if work > MAX_SIMILARITIES:
         what = f"a sweep of {num_pairs(instances) + 1} values of K" if sweep else "a simulation"
