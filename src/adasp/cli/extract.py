@@ -41,7 +41,11 @@ def run(args: argparse.Namespace) -> int:
     from adasp.data.folder import list_folder_images
     from adasp.engine.builders import build_datasets, build_evaluator
     from adasp.engine.distributed import init_distributed, shutdown_distributed
-    from adasp.engine.inference import build_inference_model, resolve_run_config
+    from adasp.engine.inference import (
+        build_inference_model,
+        inference_preprocessing,
+        resolve_run_config,
+    )
     from adasp.evaluation import save_embeddings
 
     with claim_output_file(args.output):  # before any embedding is computed
@@ -68,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
                     samples += list(chosen)
                     splits += [part] * len(chosen)
             model = build_inference_model(config, checkpoint, ctx.device, args.checkpoint)
-            features = build_evaluator(config, test_sets=[]).embed(model, samples, ctx.device)
+            transform = inference_preprocessing(config, checkpoint).transform()
+            evaluator = build_evaluator(config, test_sets=[], transform=transform)
+            features = evaluator.embed(model, samples, ctx.device)
             if ctx.is_main:
                 save_embeddings(
                     args.output,

@@ -50,6 +50,7 @@ from adasp.engine.distributed import (
     gather_objects,
     init_distributed,
 )
+from adasp.engine.inference import model_file_preprocessing
 from adasp.engine.loss_meter import LossMeter
 from adasp.engine.run_folder import RunFolderLock, check_run_outputs, remove_run_outputs
 from adasp.engine.run_log import RunLog
@@ -827,6 +828,7 @@ class Trainer:
             {
                 "format": "adasp-model-1",
                 "config": self.config.to_dict() if self.config is not None else None,
+                "preprocessing": model_file_preprocessing(self.config),
                 "num_classes": self._num_classes(),
                 "model": unwrap_model(self.model).state_dict(),
             },
