@@ -8,7 +8,10 @@ them skip, saying so.
 
 Import shims, here and only here: torchreid's package ``__init__`` imports its whole training
 stack (Cython ranking, tensorboard, gdown...), so its ``models`` subpackage is imported
-through empty parent packages instead.
+through empty parent packages instead, as fast-reid's ``data.transforms`` (its ``data``
+package imports every dataset); fast-reid's data package imports ``torch._six``
+(gone in torch 2), given here as a module with the one name it uses, and
+``collections.Mapping`` (gone in Python 3.10).
 """
 
 from __future__ import annotations
@@ -77,7 +80,18 @@ def import_peers(root: Path) -> None:
     """Put the unpacked peers on ``sys.path``, torchreid behind its import shim."""
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
-    for name in ("torchreid", "torchreid.reid", "torchreid.reid.models"):
+    if "torch._six" not in sys.modules:
+        # fast-reid 1.4.0's data package imports torch._six (removed in torch 2).
+        six = types.ModuleType("torch._six")
+        six.string_classes = (str, bytes)  # type: ignore[attr-defined]
+        sys.modules["torch._six"] = six
+    import collections
+    import collections.abc
+
+    if not hasattr(collections, "Mapping"):
+        # ... and `from collections import Mapping` (moved to collections.abc in Python 3.10).
+        collections.Mapping = collections.abc.Mapping  # type: ignore[attr-defined]
+    for name in ("torchreid", "torchreid.reid", "torchreid.reid.models", "fastreid.data"):
         if name not in sys.modules:
             module = types.ModuleType(name)
             module.__path__ = [str(root.joinpath(*name.split(".")))]

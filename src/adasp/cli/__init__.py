@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "extract": "adasp.cli.extract",
     "search": "adasp.cli.search",
     "export": "adasp.cli.export",
+    "convert": "adasp.cli.convert",
     "datasets": "adasp.cli.datasets",
     "sweep": "adasp.cli.sweep",
     "report": "adasp.cli.report",

@@ -160,6 +160,7 @@ def build_reid_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
         neck_feat=cfg.neck_feat,
         embedding_dim=cfg.embedding_dim,
         dropout=cfg.dropout,
+        neck_activation=cfg.neck_activation,
         backbone_options=dict(cfg.backbone_options),
     )
 
