@@ -74,7 +74,8 @@ class FeatureExtractor:
     @property
     def embedding_dim(self) -> int:
         """Size D of an embedding."""
-        return int(self.model.embedding_dim)
+        dim: int = getattr(self.model, "embedding_dim")  # noqa: B009 (an nn.Module attribute)
+        return dim
 
     def __call__(
         self, images: Sequence[ImageInput] | ImageInput | torch.Tensor, *, bgr: bool = False

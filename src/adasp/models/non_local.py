@@ -25,7 +25,7 @@ from torch import Tensor, nn
 INTER_CHANNELS = 1
 
 #: Non-local blocks per stage by ResNet depth (AGW's placement), the last blocks of a stage.
-AGW_NON_LOCAL = {
+AGW_NON_LOCAL: dict[tuple[int, ...], tuple[int, ...]] = {
     (2, 2, 2, 2): (0, 0, 0, 0),
     (3, 4, 6, 3): (0, 2, 3, 0),
     (3, 4, 23, 3): (0, 2, 9, 0),
@@ -41,9 +41,10 @@ class NonLocal(nn.Module):
         self.g = nn.Conv2d(channels, inter_channels, 1)
         self.theta = nn.Conv2d(channels, inter_channels, 1)
         self.phi = nn.Conv2d(channels, inter_channels, 1)
-        self.W = nn.Sequential(nn.Conv2d(inter_channels, channels, 1), nn.BatchNorm2d(channels))
-        nn.init.zeros_(self.W[1].weight)
-        nn.init.zeros_(self.W[1].bias)
+        norm = nn.BatchNorm2d(channels)
+        nn.init.zeros_(norm.weight)
+        nn.init.zeros_(norm.bias)
+        self.W = nn.Sequential(nn.Conv2d(inter_channels, channels, 1), norm)
 
     def forward(self, x: Tensor) -> Tensor:
         b, _, h, w = x.shape

@@ -243,7 +243,7 @@ class ResNet(nn.Module):
         after = self.non_local_after.get(name)
         if not after:
             return getattr(self, name)(x)
-        blocks = iter(self.non_local[name])
+        blocks = self.non_local[name].children()
         for index, block in enumerate(getattr(self, name)):
             x = block(x)
             if index in after:
