@@ -34,6 +34,8 @@ TORCHREID_ARCHS = [
     "osnet_ain_x0_25",
     "resnet50",
     "resnet50_fc512",
+    "mobilenetv2_x1_0",
+    "mobilenetv2_x1_4",
 ]
 
 #: fast-reid configs: its BoT, AGW and SBS recipes' model options, and the other depths and

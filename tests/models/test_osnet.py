@@ -107,3 +107,11 @@ def test_osnet_and_non_local_export_to_onnx(tmp_path, backbone, options):
                 torch.nn.init.ones_(module.W[1].weight)
     path = export_onnx(model, tmp_path / "m.onnx", image_size=(64, 32))
     assert verify_onnx(model, path, image_size=(64, 32), batch_size=3) < 1e-4
+
+
+@pytest.mark.parametrize(
+    ("name", "channels"), [("mobilenetv2_x1_0", 1280), ("mobilenetv2_x1_4", 1792)]
+)
+def test_torchreid_mobilenets_are_backbones(name, channels):
+    net = build_backbone(name).eval()
+    assert net(torch.randn(1, 3, 64, 32)).shape == (1, channels, 2, 1)

@@ -30,6 +30,8 @@ TORCHREID_ARCHS: dict[str, dict[str, object]] = {
     **{name: {"backbone": name, "last_stride": 1, "fc": True} for name in OSNET_VARIANTS},
     "resnet50": {"backbone": "resnet50", "last_stride": 2, "fc": False},
     "resnet50_fc512": {"backbone": "resnet50", "last_stride": 1, "fc": True},
+    "mobilenetv2_x1_0": {"backbone": "mobilenetv2_x1_0", "last_stride": 2, "fc": False},
+    "mobilenetv2_x1_4": {"backbone": "mobilenetv2_x1_4", "last_stride": 2, "fc": False},
 }
 
 

@@ -16,6 +16,7 @@ from adasp.models.head import BNNeck, GlobalHead, check_neck_options
 from adasp.models.ibn import resnet18_ibn_a, resnet34_ibn_a, resnet50_ibn_a, resnet101_ibn_a
 from adasp.models.mgn import MGNHead, build_mgn
 from adasp.models.mobilenet import mobilenet_v2
+from adasp.models.mobilenet_torchreid import TORCHREID_MOBILENETS
 from adasp.models.osnet import OSNET_BUILDERS
 from adasp.models.pooling import build_pooling
 from adasp.models.reid_model import ReIDModel
@@ -68,7 +69,7 @@ BACKBONES.register("resnet50_ibn_a", resnet50_ibn_a)
 BACKBONES.register("resnet101_ibn_a", resnet101_ibn_a)
 BACKBONES.register("mgn", build_mgn)
 BACKBONES.register("mobilenet_v2", mobilenet_v2)
-for _name, _builder in OSNET_BUILDERS.items():
+for _name, _builder in {**OSNET_BUILDERS, **TORCHREID_MOBILENETS}.items():
     BACKBONES.register(_name, _builder)
 
 
