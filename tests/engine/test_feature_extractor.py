@@ -101,3 +101,31 @@ def test_same_numbers_as_adasp_extract(model_file, pku_subset, tmp_path):
     saved = load_embeddings(out)
     fx = FeatureExtractor(model_file, normalize=False, batch_size=7)
     np.testing.assert_allclose(fx([str(p) for p in saved.paths]), saved.features, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_0_255_model_exports_with_its_normalisation_inside(model_file, crops, tmp_path):
+    """A model fed 0..255 pixels (fast-reid's) exports with the statistics in 0..1 units:
+    ONNX Runtime on 0..1 RGB gives FeatureExtractor's embeddings."""
+    ort = pytest.importorskip("onnxruntime")
+    from adasp.cli import main
+    from adasp.engine.checkpoint import save_checkpoint
+
+    saved = torch.load(model_file, weights_only=True)
+    pre = saved["preprocessing"]
+    saved["preprocessing"] = pre | {
+        "pixel_range": 255.0,
+        "mean": [m * 255 for m in pre["mean"]],
+        "std": [s * 255 for s in pre["std"]],
+    }
+    wide = tmp_path / "wide.pt"
+    save_checkpoint(wide, saved)
+    onnx_path = tmp_path / "m.onnx"
+    assert main(["export", "--checkpoint", str(wide), "--output", str(onnx_path),
+                 "--include-normalization"]) == 0  # fmt: skip
+    fx = FeatureExtractor(wide, normalize=False)
+    resized = [fx.preprocessing.resize()(torch.from_numpy(c).permute(2, 0, 1)) for c in crops]
+    batch = torch.stack(resized).float().numpy() / 255
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    out = session.run(None, {session.get_inputs()[0].name: batch})[0]
+    np.testing.assert_allclose(out, fx(crops), atol=1e-4, rtol=1e-4)

@@ -115,3 +115,24 @@ def test_osnet_and_non_local_export_to_onnx(tmp_path, backbone, options):
 def test_torchreid_mobilenets_are_backbones(name, channels):
     net = build_backbone(name).eval()
     assert net(torch.randn(1, 3, 64, 32)).shape == (1, channels, 2, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model.backbone=osnet_ain_x0_25", "model.pooling=gem", "loss.name=triplet"],
+        ["model.backbone=osnet_ibn_x1_0", "model.neck_activation=relu", "model.embedding_dim=64"],
+        ["model.backbone=resnet50_ibn_a", "model.backbone_options={non_local: true}"],
+    ],
+)
+def test_osnet_and_non_local_train_and_evaluate(tmp_path, overrides):
+    import json
+
+    from adasp.cli import main
+    from tests.engine.conftest import tiny_overrides
+
+    out = tmp_path / "run"
+    args = ["train", "--config", "quickstart", "--output", str(out), "--no-progress"]
+    assert main([*args, *tiny_overrides(tmp_path / "data"), "schedule.epochs=1", *overrides]) == 0
+    assert json.loads((out / "metrics.json").read_text())["mAP"] > 0
