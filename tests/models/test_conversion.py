@@ -74,6 +74,21 @@ FASTREID_CASES = {
         "MODEL.HEADS.POOL_LAYER": "GlobalMaxPool",
         "MODEL.HEADS.SCALE": 4,
     },
+    "mgn-r50-ibn-gemp": {
+        "MODEL.META_ARCHITECTURE": "MGN",
+        "MODEL.BACKBONE.WITH_IBN": True,
+        "MODEL.HEADS.EMBEDDING_DIM": 256,
+        "MODEL.HEADS.POOL_LAYER": "GeneralizedMeanPoolingP",
+        "MODEL.HEADS.NECK_FEAT": "after",
+        "INPUT.SIZE_TEST": [192, 64],
+    },
+    "mgn-r50-max-stride2": {
+        "MODEL.META_ARCHITECTURE": "MGN",
+        "MODEL.BACKBONE.LAST_STRIDE": 2,
+        "MODEL.HEADS.EMBEDDING_DIM": 128,
+        "MODEL.HEADS.POOL_LAYER": "GlobalMaxPool",
+        "INPUT.SIZE_TEST": [96, 48],
+    },
 }
 
 
@@ -298,3 +313,18 @@ def test_leftover_missing_and_misshapen_keys_are_refused_by_name(tmp_path):
     conversion.state_dict["backbone.final.conv.weight"] = torch.ones(1, 1, 1, 1)
     with pytest.raises(UserInputError, match=r"shapes differ: backbone.final.conv.weight"):
         build_converted_model(conversion)
+
+
+def test_mgn_with_stripes_adasp_would_cut_otherwise_is_refused(tmp_path):
+    from adasp.models.convert_fastreid import convert_fastreid
+
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "MODEL:\n  META_ARCHITECTURE: MGN\n  HEADS:\n    EMBEDDING_DIM: 256\n"
+        "INPUT:\n  SIZE_TEST: [256, 128]\n"
+    )
+    with pytest.raises(UserInputError, match=r"height 256: .* a multiple of 96 \(e.g. 384\)"):
+        convert_fastreid(config, tmp_path / "none.pth")
+    config.write_text("MODEL:\n  META_ARCHITECTURE: MGN\n  BACKBONE:\n    DEPTH: 101x\n")
+    with pytest.raises(UserInputError, match=r"MODEL.BACKBONE.DEPTH='101x'"):
+        convert_fastreid(config, tmp_path / "none.pth")

@@ -58,7 +58,7 @@ DEFAULTS: dict[str, Any] = {
 
 #: Allowed values of the options that change the network.
 SUPPORTED: dict[str, tuple[Any, ...]] = {
-    "MODEL.META_ARCHITECTURE": ("Baseline",),
+    "MODEL.META_ARCHITECTURE": ("Baseline", "MGN"),
     "MODEL.BACKBONE.NAME": ("build_resnet_backbone",),
     "MODEL.BACKBONE.DEPTH": ("18x", "34x", "50x", "101x"),
     "MODEL.BACKBONE.LAST_STRIDE": (1, 2),
@@ -149,6 +149,8 @@ def convert_fastreid(config_path: str | os.PathLike, weights: str | os.PathLike)
     classifier = opt["MODEL.HEADS.CLS_LAYER"]
     if classifier not in CLASSIFIERS:
         raise _refuse("MODEL.HEADS.CLS_LAYER", classifier, list(CLASSIFIERS))
+    if opt["MODEL.META_ARCHITECTURE"] == "MGN":
+        return _convert_mgn(opt, weights)
     depth = opt["MODEL.BACKBONE.DEPTH"]
     backbone = f"resnet{depth[:-1]}" + ("_ibn_a" if opt["MODEL.BACKBONE.WITH_IBN"] else "")
     embedding_dim = int(opt["MODEL.HEADS.EMBEDDING_DIM"])
@@ -168,24 +170,121 @@ def convert_fastreid(config_path: str | os.PathLike, weights: str | os.PathLike)
     converted, dropped, num_classes = _convert_state(
         state, embedding_dim, bnneck, classifier, float(opt["MODEL.HEADS.SCALE"]), pool
     )
+    return Conversion(
+        source="fastreid:Baseline",
+        model_options=options,
+        num_classes=num_classes,
+        state_dict=converted,
+        preprocessing=_preprocessing(opt),
+        dropped=dropped,
+    )
+
+
+def _preprocessing(opt: Mapping[str, Any]) -> Preprocessing:
     size = opt["INPUT.SIZE_TEST"]
     height, width = (size[0], size[0]) if len(size) == 1 else (size[0], size[1])
     mean, std = opt["MODEL.PIXEL_MEAN"], opt["MODEL.PIXEL_STD"]
-    preprocessing = Preprocessing(
+    return Preprocessing(
         image_size=(int(height), int(width)),
         interpolation="bicubic",
         pixel_range=255.0,
         mean=(float(mean[0]), float(mean[1]), float(mean[2])),
         std=(float(std[0]), float(std[1]), float(std[2])),
     )
-    return Conversion(
-        source="fastreid:Baseline",
-        model_options=options,
-        num_classes=num_classes,
-        state_dict=converted,
-        preprocessing=preprocessing,
-        dropped=dropped,
-    )
+
+
+#: fast-reid MGN's head names in adasp's order (global branches, then the stripes).
+MGN_HEADS = ("b1", "b2", "b3", "b21", "b22", "b31", "b32", "b33")
+#: The branch (0, 1, 2) each head pools.
+MGN_HEAD_BRANCH = (0, 1, 2, 1, 1, 2, 2, 2)
+#: Rows of the striped branches' maps are cut into 2 and 3: with a map height divisible by
+#: 6 fast-reid's chunks and adasp's stripe bins are the same rows.
+MGN_ROWS_MULTIPLE = 6
+
+
+def _convert_mgn(opt: Mapping[str, Any], weights: str | os.PathLike) -> Conversion:
+    """fast-reid's MGN (ResNet-50, with or without IBN-a) -> adasp's ``mgn`` backbone."""
+    for key, allowed in (
+        ("MODEL.BACKBONE.DEPTH", ("50x",)),
+        ("MODEL.BACKBONE.WITH_NL", (False,)),
+    ):
+        if opt[key] not in allowed:
+            raise _refuse(key, opt[key], allowed)
+    embedding_dim = int(opt["MODEL.HEADS.EMBEDDING_DIM"])
+    if embedding_dim <= 0:
+        raise _refuse("MODEL.HEADS.EMBEDDING_DIM", embedding_dim, ["> 0 for MGN (256)"])
+    pre = _preprocessing(opt)
+    if (pre.image_size[0] // 16) % MGN_ROWS_MULTIPLE:
+        raise UserInputError(
+            f"fast-reid MGN with INPUT.SIZE_TEST height {pre.image_size[0]}: its 2 and 3 "
+            f"stripes match adasp's only when the height is a multiple of "
+            f"{16 * MGN_ROWS_MULTIPLE} (e.g. 384)"
+        )
+    pool = opt["MODEL.HEADS.POOL_LAYER"]
+    bnneck = bool(opt["MODEL.HEADS.WITH_BNNECK"])
+    classifier = opt["MODEL.HEADS.CLS_LAYER"]
+    scale = float(opt["MODEL.HEADS.SCALE"])
+    state = strip_module_prefix(read_state_dict(weights))
+    stem = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3.0"}
+    converted: dict[str, Tensor] = {}
+    dropped: list[str] = []
+    pool_p: dict[int, list[tuple[str, Tensor]]] = {}
+    num_classes = 0
+    heads = {name: index for index, name in enumerate(MGN_HEADS)}
+    for key, value in state.items():
+        head, _, rest = key.partition(".")
+        if head == "backbone":
+            index, _, leaf = rest.partition(".")
+            converted[f"backbone.stem.{stem.get(index, index)}.{leaf}"] = value
+        elif head in ("b1", "b2", "b3") and rest[:2] in ("0.", "1."):
+            branch = int(head[1]) - 1
+            part, _, inner = rest.partition(".")
+            block, _, leaf = inner.partition(".")
+            layer = f"layer3.{int(block) + 1}" if part == "0" else f"layer4.{block}"
+            converted[f"backbone.branches.{branch}.{layer}.{leaf}"] = value
+        elif head.endswith("_head") and head[:-5] in heads:
+            i = heads[head[:-5]]
+            if rest == "pool_layer.p":
+                pool_p.setdefault(MGN_HEAD_BRANCH[i], []).append((key, value.reshape(())))
+            elif rest == "bottleneck.0.weight":
+                converted[f"head.reductions.{i}.weight"] = value.flatten(1)
+            elif bnneck and rest.startswith("bottleneck.1."):
+                converted[f"head.necks.{i}.bn.{rest[len('bottleneck.1.') :]}"] = value
+            elif rest == "weight" and classifier == "Linear":
+                converted[f"head.necks.{i}.classifier.weight"] = value * scale
+                num_classes = int(value.shape[0])
+            elif rest == "weight":
+                dropped.append(f"{key}: {classifier} compares cosines")
+            else:
+                converted[key] = value
+        elif key not in ("pixel_mean", "pixel_std"):
+            converted[key] = value
+    for branch, values in pool_p.items():
+        # adasp's MGN learns one GeM exponent per branch (its global vector and stripes).
+        if any(not torch.equal(values[0][1], v) for _, v in values[1:]):
+            raise UserInputError(
+                "fast-reid MGN heads of one branch learned different GeM exponents "
+                f"({', '.join(f'{k}={v.item():.4f}' for k, v in values)}); adasp's MGN shares "
+                "one per branch"
+            )
+        converted[f"head.pools.{branch}.p"] = values[0][1]
+    if POOLINGS[pool] == "gem":
+        for branch in range(3):
+            converted.setdefault(f"head.pools.{branch}.p", torch.tensor(GEM_FIXED_P))
+    options: dict[str, Any] = {
+        "backbone": "mgn",
+        "pooling": POOLINGS[pool],
+        "gem_p": GEM_FIXED_P,
+        "neck": "bnneck" if bnneck else "none",
+        "neck_feat": "after",
+        "embedding_dim": embedding_dim,
+        "backbone_options": {
+            "ibn": bool(opt["MODEL.BACKBONE.WITH_IBN"]),
+            "stem_pool": "ceil",
+            "global_stride": int(opt["MODEL.BACKBONE.LAST_STRIDE"]),
+        },
+    }
+    return Conversion("fastreid:MGN", options, num_classes, converted, pre, dropped)
 
 
 def _convert_state(
