@@ -328,3 +328,28 @@ def test_mgn_with_stripes_adasp_would_cut_otherwise_is_refused(tmp_path):
     config.write_text("MODEL:\n  META_ARCHITECTURE: MGN\n  BACKBONE:\n    DEPTH: 101x\n")
     with pytest.raises(UserInputError, match=r"MODEL.BACKBONE.DEPTH='101x'"):
         convert_fastreid(config, tmp_path / "none.pth")
+
+
+@pytest.mark.slow
+def test_the_printed_overrides_fine_tune_a_converted_model(peer_code, tmp_path, capsys):
+    import json
+    import shlex
+
+    from adasp.cli import main
+    from tests.engine.conftest import tiny_overrides
+
+    torch.manual_seed(0)
+    model = peers.torchreid_model("osnet_x0_25")
+    peers.randomize_norms(model)
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "w.pth")
+    out = tmp_path / "osnet.pt"
+    assert main(["convert", "--from", "torchreid", "--arch", "osnet_x0_25", "--weights",
+                 str(tmp_path / "w.pth"), "--output", str(out)]) == 0  # fmt: skip
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("fine-tune"))
+    overrides = shlex.split(line.split(":", 1)[1])
+    assert "model.neck_activation=relu" in overrides and f"model.pretrained={out}" in overrides
+    run = tmp_path / "run"
+    args = ["train", "--config", "quickstart", "--output", str(run), "--no-progress"]
+    tiny = [o for o in tiny_overrides(tmp_path / "data") if not o.startswith("model.")]
+    assert main([*args, *tiny, "schedule.epochs=1", *overrides]) == 0
+    assert json.loads((run / "metrics.json").read_text())["mAP"] > 0
