@@ -353,3 +353,21 @@ def test_the_printed_overrides_fine_tune_a_converted_model(peer_code, tmp_path, 
     tiny = [o for o in tiny_overrides(tmp_path / "data") if not o.startswith("model.")]
     assert main([*args, *tiny, "schedule.epochs=1", *overrides]) == 0
     assert json.loads((run / "metrics.json").read_text())["mAP"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["osnet_x0_5", "osnet_ain_x0_25", "osnet_ibn_x1_0"])
+def test_torchreid_osnet_files_load_as_pretrained_backbones(peer_code, tmp_path, arch):
+    from adasp.models import build_model
+
+    torch.manual_seed(0)
+    model = peers.torchreid_model(arch)
+    peers.randomize_norms(model)
+    torch.save(model.state_dict(), tmp_path / "imagenet.pth")
+    ours = build_model(arch, 0, pretrained=tmp_path / "imagenet.pth").eval()
+    report = ours.pretrained_report
+    assert report.missing == ()
+    assert {k.split(".")[0] for k in report.unexpected} == {"fc", "classifier"}
+    x = torch.randn(2, 3, 64, 32)
+    with torch.inference_mode():
+        assert torch.allclose(ours.backbone(x), model.featuremaps(x), atol=1e-5)
