@@ -11,16 +11,19 @@ refused with the key names, so a converted model is complete or it is not writte
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
-from adasp.errors import UserInputError
+from adasp.errors import MissingPathError, UserInputError
 from adasp.models.preprocessing import Preprocessing
 from adasp.models.registry import build_model
 from adasp.models.reid_model import ReIDModel
+from adasp.models.weights import read_state_dict
 
 
 @dataclass
@@ -92,3 +95,15 @@ def fold_linear_bias(state: dict[str, Tensor], bias_key: str, bn_prefix: str) ->
     """
     bias = state.pop(bias_key)
     state[f"{bn_prefix}.running_mean"] = state[f"{bn_prefix}.running_mean"] - bias
+
+
+def read_peer_weights(path: str | os.PathLike, peer: str) -> dict[str, Tensor]:
+    """The tensors of a peer's checkpoint (wrappers and ``module.`` removed).
+
+    Raises:
+        MissingPathError: no such file (said as the ``--weights`` of ``peer``).
+        UserInputError: not a readable weights file.
+    """
+    if not Path(path).expanduser().is_file():
+        raise MissingPathError(f"{peer} weights file not found: {path} (--weights)")
+    return strip_module_prefix(read_state_dict(path))

@@ -29,9 +29,8 @@ import yaml
 from torch import Tensor
 
 from adasp.errors import MissingPathError, UserInputError
-from adasp.models.conversion import Conversion, strip_module_prefix
+from adasp.models.conversion import Conversion, read_peer_weights
 from adasp.models.preprocessing import Preprocessing
-from adasp.models.weights import read_state_dict
 
 #: fast-reid 1.4.0's defaults for the options read here (a config may omit them).
 DEFAULTS: dict[str, Any] = {
@@ -166,7 +165,7 @@ def convert_fastreid(config_path: str | os.PathLike, weights: str | os.PathLike)
         "backbone_options": {"stem_pool": "ceil"}
         | ({"non_local": True} if opt["MODEL.BACKBONE.WITH_NL"] else {}),
     }
-    state = strip_module_prefix(read_state_dict(weights))
+    state = read_peer_weights(weights, "fast-reid")
     converted, dropped, num_classes = _convert_state(
         state, embedding_dim, bnneck, classifier, float(opt["MODEL.HEADS.SCALE"]), pool
     )
@@ -224,7 +223,7 @@ def _convert_mgn(opt: Mapping[str, Any], weights: str | os.PathLike) -> Conversi
     bnneck = bool(opt["MODEL.HEADS.WITH_BNNECK"])
     classifier = opt["MODEL.HEADS.CLS_LAYER"]
     scale = float(opt["MODEL.HEADS.SCALE"])
-    state = strip_module_prefix(read_state_dict(weights))
+    state = read_peer_weights(weights, "fast-reid")
     stem = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3.0"}
     converted: dict[str, Tensor] = {}
     dropped: list[str] = []

@@ -20,10 +20,9 @@ from collections.abc import Callable
 from torch import Tensor
 
 from adasp.errors import UserInputError
-from adasp.models.conversion import Conversion, fold_linear_bias, strip_module_prefix
+from adasp.models.conversion import Conversion, fold_linear_bias, read_peer_weights
 from adasp.models.osnet import OSNET_VARIANTS, torchreid_osnet_renamer
 from adasp.models.preprocessing import Preprocessing
-from adasp.models.weights import read_state_dict
 
 #: The adasp options of each architecture (``head``: torchreid's fc block after pooling).
 TORCHREID_ARCHS: dict[str, dict[str, object]] = {
@@ -60,7 +59,7 @@ def convert_torchreid(
             f"{', '.join(TORCHREID_ARCHS)}"
         )
     spec = TORCHREID_ARCHS[arch]
-    state = strip_module_prefix(read_state_dict(weights))
+    state = read_peer_weights(weights, "torchreid")
     rename: Callable[[str], str] = (
         torchreid_osnet_renamer(OSNET_VARIANTS[arch]) if arch in OSNET_VARIANTS else _identity
     )
