@@ -136,3 +136,24 @@ def test_osnet_and_non_local_train_and_evaluate(tmp_path, overrides):
     args = ["train", "--config", "quickstart", "--output", str(out), "--no-progress"]
     assert main([*args, *tiny_overrides(tmp_path / "data"), "schedule.epochs=1", *overrides]) == 0
     assert json.loads((out / "metrics.json").read_text())["mAP"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_osnet_trains_in_two_process_ddp(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tests.engine.conftest import tiny_overrides
+
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "adasp", "train", "--config", "quickstart", "--output", str(out), "--device", "cpu",
+        "--no-progress", *tiny_overrides(tmp_path / "data"), "schedule.epochs=1",
+        "model.backbone=osnet_ain_x0_25", "model.pooling=gem",
+    ]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=540)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert 0 <= json.loads((out / "metrics.json").read_text())["mAP"] <= 1
