@@ -118,3 +118,15 @@ def test_visualize_with_reranking_draws_the_reranked_lists(trained_run, tmp_path
     assert main(["evaluate", "--checkpoint", str(trained_run / "model.pt"), "--output", str(out),
                  "--visualize", "2", "eval.rerank=true", "eval.k1=5", "eval.k2=2"]) == 0  # fmt: skip
     assert len(list((out / "ranked_lists").glob("*.png"))) == 2
+
+
+def test_model_file_records_its_preprocessing(trained_run):
+    import torch
+
+    from adasp.models.preprocessing import preprocessing_from_model_file
+
+    saved = torch.load(trained_run / "model.pt", weights_only=True)
+    recorded = preprocessing_from_model_file(saved)
+    assert saved["preprocessing"]["interpolation"] == "bilinear"
+    assert list(recorded.image_size) == saved["config"]["data"]["image_size"]
+    assert list(recorded.mean) == pytest.approx(saved["config"]["data"]["mean"])

@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "extract": "adasp.cli.extract",
     "search": "adasp.cli.search",
     "export": "adasp.cli.export",
+    "convert": "adasp.cli.convert",
     "datasets": "adasp.cli.datasets",
     "config": "adasp.cli.config",
     "sweep": "adasp.cli.sweep",

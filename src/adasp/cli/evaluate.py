@@ -68,7 +68,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from adasp.engine.builders import build_evaluator
     from adasp.engine.distributed import init_distributed, shutdown_distributed
-    from adasp.engine.inference import build_inference_model, resolve_run_config
+    from adasp.engine.inference import (
+        build_inference_model,
+        inference_preprocessing,
+        resolve_run_config,
+    )
     from adasp.errors import UserInputError
     from adasp.evaluation.query_results import KEPT_RANKS
     from adasp.evaluation.results import metrics_by_test_set, write_metrics
@@ -86,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
             )
             ctx = init_distributed(args.device)
             model = build_inference_model(config, checkpoint, ctx.device, args.checkpoint)
-            evaluator = build_evaluator(config)
+            transform = inference_preprocessing(config, checkpoint).transform()
+            evaluator = build_evaluator(config, transform=transform)
             results = evaluator.evaluate(
                 model, ctx.device, progress=ctx.is_main and show_progress(args), keep_details=True
             )

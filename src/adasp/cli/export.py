@@ -56,13 +56,21 @@ def _export(args: argparse.Namespace) -> int:
 
     import torch
 
-    from adasp.engine.inference import build_inference_model, resolve_run_config
+    from adasp.engine.inference import (
+        build_inference_model,
+        inference_preprocessing,
+        resolve_run_config,
+    )
     from adasp.errors import UserInputError
     from adasp.models.export import ExportVerificationError, export_onnx, verify_onnx
 
     config, checkpoint = resolve_run_config(args.config, args.checkpoint, list(args.overrides))
     model = build_inference_model(config, checkpoint, torch.device("cpu"), args.checkpoint)
-    size = tuple(config.data.image_size)
+    preprocessing = inference_preprocessing(config, checkpoint)
+    size = preprocessing.image_size
+    # The graph is fed RGB in 0..1 (normalised inside or outside it), whatever pixel range the
+    # model was trained with: its statistics are expressed for that range.
+    mean, std = preprocessing.unit_mean, preprocessing.unit_std
     path = Path(args.output).expanduser()
     # Written beside the output and verified there: a failed check leaves the previous
     # (verified) file as it was.
@@ -74,8 +82,8 @@ def _export(args: argparse.Namespace) -> int:
             image_size=size,
             opset=args.opset,
             include_normalization=args.include_normalization,
-            mean=tuple(config.data.mean),
-            std=tuple(config.data.std),
+            mean=mean,
+            std=std,
         )
         # A batch of 3 where the graph was traced with 2: checks the dynamic batch too.
         diff = verify_onnx(model, unverified, image_size=size, batch_size=3, atol=args.atol)
@@ -88,8 +96,8 @@ def _export(args: argparse.Namespace) -> int:
     where = (
         "inside the graph (input: RGB in [0, 1])"
         if args.include_normalization
-        else f"outside the graph (input: normalised with mean {tuple(config.data.mean)}, "
-        f"std {tuple(config.data.std)})"
+        else f"outside the graph (input: RGB in [0, 1] resized {preprocessing.interpolation}ly, "
+        f"normalised with mean {mean}, std {std})"
     )
     print(f"exported {path} (input 1x3x{size[0]}x{size[1]}, dynamic batch; normalisation {where})")
     print(

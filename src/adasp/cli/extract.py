@@ -42,7 +42,11 @@ def run(args: argparse.Namespace) -> int:
     from adasp.data.folder import list_folder_images
     from adasp.engine.builders import build_datasets, build_evaluator
     from adasp.engine.distributed import init_distributed, shutdown_distributed
-    from adasp.engine.inference import build_inference_model, resolve_run_config
+    from adasp.engine.inference import (
+        build_inference_model,
+        inference_preprocessing,
+        resolve_run_config,
+    )
     from adasp.evaluation import save_embeddings
     from adasp.evaluation.extraction import NonFiniteEmbeddingsError
 
@@ -70,8 +74,10 @@ def run(args: argparse.Namespace) -> int:
                     samples += list(chosen)
                     splits += [part] * len(chosen)
             model = build_inference_model(config, checkpoint, ctx.device, args.checkpoint)
+            transform = inference_preprocessing(config, checkpoint).transform()
+            evaluator = build_evaluator(config, test_sets=[], transform=transform)
             try:
-                features = build_evaluator(config, test_sets=[]).embed(
+                features = evaluator.embed(
                     model, samples, ctx.device, progress=ctx.is_main and show_progress(args)
                 )
             except NonFiniteEmbeddingsError as error:

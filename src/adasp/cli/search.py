@@ -129,7 +129,11 @@ def embed_folders(args: argparse.Namespace):
     from adasp.data.folder import list_folder_images
     from adasp.engine.builders import build_evaluator
     from adasp.engine.distributed import resolve_device
-    from adasp.engine.inference import build_inference_model, resolve_run_config
+    from adasp.engine.inference import (
+        build_inference_model,
+        inference_preprocessing,
+        resolve_run_config,
+    )
     from adasp.errors import UserInputError
     from adasp.evaluation.embeddings import Embeddings
 
@@ -140,7 +144,8 @@ def embed_folders(args: argparse.Namespace):
     config, checkpoint = resolve_run_config(args.config, args.checkpoint, [])
     device = resolve_device(args.device)
     model = build_inference_model(config, checkpoint, device, args.checkpoint)
-    evaluator = build_evaluator(config, test_sets=[])
+    transform = inference_preprocessing(config, checkpoint).transform()
+    evaluator = build_evaluator(config, test_sets=[], transform=transform)
     out = []
     for folder in (args.query_folder, args.gallery_folder):
         samples = list_folder_images(folder)

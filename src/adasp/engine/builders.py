@@ -54,15 +54,18 @@ def build_test_sets(cfg: DataConfig, main_dataset: Any | None = None) -> list[tu
 
 
 def build_evaluator(
-    config: ExperimentConfig, test_sets: list[tuple[str, Any]] | None = None
+    config: ExperimentConfig,
+    test_sets: list[tuple[str, Any]] | None = None,
+    transform: Any | None = None,
 ) -> Evaluator:
-    """The :class:`~adasp.evaluation.Evaluator` of ``eval.*`` on the configured test sets."""
+    """The :class:`~adasp.evaluation.Evaluator` of ``eval.*`` on the configured test sets,
+    with ``transform`` (a model file's preprocessing) or the configured test transform."""
     from adasp.evaluation.evaluator import Evaluator
 
     e = config.eval
     return Evaluator(
         test_sets if test_sets is not None else build_test_sets(config.data),
-        build_transforms(config.data)[1],
+        transform if transform is not None else build_transforms(config.data)[1],
         metric=e.metric,
         max_rank=e.max_rank,
         ap_mode=e.ap_mode,
@@ -157,6 +160,7 @@ def build_reid_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
         neck_feat=cfg.neck_feat,
         embedding_dim=cfg.embedding_dim,
         dropout=cfg.dropout,
+        neck_activation=cfg.neck_activation,
         backbone_options=dict(cfg.backbone_options),
     )
 

@@ -89,13 +89,14 @@ class ModelConfig:
     backbone: str = "resnet50"
     pretrained: str | None = None  # None, "imagenet" or a path to a local weights file
     last_stride: int = 1
-    pooling: Literal["avg", "max", "gem"] = "avg"
+    pooling: Literal["avg", "max", "gem", "avgmax"] = "avg"
     gem_p: float = 3.0
     neck: Literal["bnneck", "none"] = "bnneck"
     neck_feat: Literal["before", "after"] = "after"
     embedding_dim: int = 0  # 0: no reduction
     dropout: float = 0.0
     backbone_options: dict[str, Any] = field(default_factory=dict)  # e.g. zero_init_residual
+    neck_activation: Literal["none", "relu"] = "none"  # after the BNNeck BN (torchreid's heads)
     channels_last: bool = False
     compile: bool = False
     sync_bn: bool = False

@@ -17,6 +17,7 @@ from adasp.engine.checkpoint import (
 )
 from adasp.engine.config import ExperimentConfig, config_from_dict, load_config
 from adasp.errors import UserInputError
+from adasp.models.preprocessing import Preprocessing, preprocessing_from_model_file
 
 
 def resolve_run_config(
@@ -87,3 +88,28 @@ def build_inference_model(
             )
     model = prepare_model(model, device, channels_last=config.model.channels_last, compile=False)
     return model.eval()
+
+
+def data_preprocessing(config: ExperimentConfig) -> Preprocessing:
+    """The test-time :class:`Preprocessing` of ``data.*`` (bilinear, pixels in 0..1): what a
+    model trained with this config is recorded with."""
+    data = config.data
+    return preprocessing_from_model_file(
+        {"config": {"data": {"image_size": data.image_size, "mean": data.mean, "std": data.std}}}
+    )
+
+
+def inference_preprocessing(
+    config: ExperimentConfig, checkpoint: dict[str, Any] | None
+) -> Preprocessing:
+    """What a model's inputs are made with: the checkpoint's own record (converted models,
+    every model file since it was recorded), else the config's :func:`data_preprocessing`."""
+    if checkpoint is not None and "preprocessing" in checkpoint:
+        return preprocessing_from_model_file(checkpoint)
+    return data_preprocessing(config)
+
+
+def model_file_preprocessing(config: ExperimentConfig | None) -> dict[str, Any] | None:
+    """The ``"preprocessing"`` record of a model file trained with ``config`` (None without a
+    config: readers then fall back to the defaults)."""
+    return None if config is None else data_preprocessing(config).to_dict()

@@ -51,6 +51,7 @@ from adasp.engine.distributed import (
     gather_objects,
     init_distributed,
 )
+from adasp.engine.inference import model_file_preprocessing
 from adasp.engine.loss_meter import LossMeter
 from adasp.engine.plugin_use import plugins_used
 from adasp.engine.preflight import check_test_sets
@@ -846,6 +847,7 @@ class Trainer:
                 "format": "adasp-model-1",
                 "config": self.config.to_dict() if self.config is not None else None,
                 "plugins": plugins_used(self.config),  # named when a later command lacks them
+                "preprocessing": model_file_preprocessing(self.config),
                 "num_classes": self._num_classes(),
                 "model": unwrap_model(self.model).state_dict(),
             },

@@ -17,6 +17,9 @@ from adasp.errors import UserInputError
 
 NECKS = ("bnneck", "none")
 NECK_FEATS = ("after", "before")
+#: Activations after the neck's BN: torchreid's heads (OSNet, ``resnet50_fc512``) end in a
+#: ReLU, which its converted models keep.
+NECK_ACTIVATIONS = ("none", "relu")
 
 
 class NeckOutput(NamedTuple):
@@ -58,6 +61,8 @@ class BNNeck(nn.Module):
             and the embedding use the feature itself).
         neck_feat: inference embedding ``"after"`` or ``"before"`` the BN.
         dropout: dropout probability on the classifier's input (training only).
+        activation: ``"none"`` or ``"relu"`` after the BN (the classifier's input and the
+            ``"after"`` embedding).
     """
 
     def __init__(
@@ -69,9 +74,15 @@ class BNNeck(nn.Module):
         neck: str = "bnneck",
         neck_feat: str = "after",
         dropout: float = 0.0,
+        activation: str = "none",
     ) -> None:
         super().__init__()
         check_neck_options(num_classes, embedding_dim, neck, neck_feat, dropout)
+        if activation not in NECK_ACTIVATIONS:
+            raise UserInputError(
+                f"unknown neck_activation {activation!r}; allowed: {', '.join(NECK_ACTIVATIONS)}"
+            )
+        self.activation = activation
         dim = embedding_dim or in_dim
         self.reduction = nn.Linear(in_dim, dim, bias=False) if embedding_dim else None
         self.bn = nn.BatchNorm1d(dim) if neck == "bnneck" else None
@@ -97,6 +108,8 @@ class BNNeck(nn.Module):
         """``pooled (B, in_dim)`` -> :class:`NeckOutput` (logits only in training mode)."""
         feature = pooled if self.reduction is None else self.reduction(pooled)
         normed = feature if self.bn is None else self.bn(feature)
+        if self.activation == "relu":
+            normed = normed.relu()
         embedding = normed if self.neck_feat == "after" else feature
         logits = None
         if self.training and self.classifier is not None:

@@ -56,28 +56,42 @@ def ibn_a_resnet(
     layers: Sequence[int],
     last_stride: int = 1,
     zero_init_residual: bool = False,
+    non_local: bool = False,
+    stem_pool: str = "pad",
 ) -> ResNet:
-    """A ResNet with IBN-a: IBN as the first normalisation of each block in stages 1-3."""
+    """A ResNet with IBN-a: IBN as the first normalisation of each block in stages 1-3
+    (``non_local``, ``stem_pool``: see :class:`~adasp.models.resnet.ResNet`)."""
     return ResNet(
         block,
         layers,
         last_stride,
         stage_norm1=(IBN, IBN, IBN, nn.BatchNorm2d),
         zero_init_residual=zero_init_residual,
+        non_local=non_local,
+        stem_pool=stem_pool,
     )
 
 
 def _named(
     name: str, block: type[BasicBlock] | type[Bottleneck], layers: Sequence[int]
 ) -> Callable[..., ResNet]:
-    def build(*, last_stride: int = 1, zero_init_residual: bool = False) -> ResNet:
-        model = ibn_a_resnet(block, layers, last_stride, zero_init_residual)
+    def build(
+        *,
+        last_stride: int = 1,
+        zero_init_residual: bool = False,
+        non_local: bool = False,
+        stem_pool: str = "pad",
+    ) -> ResNet:
+        model = ibn_a_resnet(block, layers, last_stride, zero_init_residual, non_local, stem_pool)
         model.imagenet_url = IMAGENET_URLS[name]
         return model
 
     build.__name__ = name
     build.__qualname__ = name
-    build.__doc__ = f"{name} in the IBN-Net layout; ``last_stride`` 1 (default) or 2."
+    build.__doc__ = (
+        f"{name} in the IBN-Net layout; ``last_stride`` 1 (default) or 2; ``non_local``, "
+        "``stem_pool`` as for ResNets."
+    )
     return build
 
 

@@ -30,9 +30,9 @@ from torch import Tensor, nn
 
 from adasp.errors import UserInputError
 from adasp.models.head import BNNeck
-from adasp.models.ibn import IMAGENET_URLS, resnet50_ibn_a
+from adasp.models.ibn import resnet50_ibn_a
 from adasp.models.pooling import build_pooling, pool_stripes
-from adasp.models.resnet import set_layer_stride
+from adasp.models.resnet import resnet50, set_layer_stride
 
 #: Stripes per branch in the published design: global, 2 parts, 3 parts.
 MGN_PARTS = (1, 2, 3)
@@ -52,14 +52,21 @@ class MGNBackbone(nn.Module):
 
     head_type = "mgn"
 
-    def __init__(self, parts: Sequence[int] = MGN_PARTS, global_stride: int = 2) -> None:
+    def __init__(
+        self,
+        parts: Sequence[int] = MGN_PARTS,
+        global_stride: int = 2,
+        ibn: bool = True,
+        stem_pool: str = "pad",
+    ) -> None:
         super().__init__()
         parts = tuple(parts)
         if not parts or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in parts):
             raise UserInputError(f"MGN parts must be integers >= 1 per branch, got {parts!r}")
         if global_stride not in (1, 2):
             raise UserInputError(f"MGN global_stride must be 1 or 2, got {global_stride!r}")
-        trunk = resnet50_ibn_a(last_stride=2)
+        # ibn=False and stem_pool="ceil" give fast-reid's MGN trunks (adasp convert).
+        trunk = (resnet50_ibn_a if ibn else resnet50)(last_stride=2, stem_pool=stem_pool)
         self.stem = nn.Sequential(
             OrderedDict(
                 conv1=trunk.conv1,
@@ -87,7 +94,7 @@ class MGNBackbone(nn.Module):
         )
         self.parts = parts
         self.out_channels = trunk.out_channels
-        self.imagenet_url = IMAGENET_URLS["resnet50_ibn_a"]
+        self.imagenet_url = trunk.imagenet_url
 
     def forward(self, images: Tensor) -> list[Tensor]:
         shared = self.stem(images)
@@ -195,11 +202,14 @@ class MGNHead(nn.Module):
         return outputs
 
 
-def build_mgn(*, last_stride: int = 1, global_stride: int = 2) -> MGNBackbone:
+def build_mgn(
+    *, last_stride: int = 1, global_stride: int = 2, ibn: bool = True, stem_pool: str = "pad"
+) -> MGNBackbone:
     """MGN's backbone on ResNet50-IBN-a with branches (global, 2 stripes, 3 stripes).
 
     ``last_stride`` is not used: MGN fixes its branch strides (``global_stride`` for the
-    global branch, 1 for the striped ones), as published.
+    global branch, 1 for the striped ones), as published. ``ibn=False`` builds it on a plain
+    ResNet-50; ``stem_pool`` as for ResNets (``"ceil"``: fast-reid's).
     """
     del last_stride
-    return MGNBackbone(MGN_PARTS, global_stride)
+    return MGNBackbone(MGN_PARTS, global_stride, ibn, stem_pool)

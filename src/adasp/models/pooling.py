@@ -26,6 +26,14 @@ class MaxPool(nn.Module):
         return x.amax(dim=(2, 3))
 
 
+class AvgMaxPool(nn.Module):
+    """Sum of global average and max pooling (fast-reid's ``AdaptiveAvgMaxPool``):
+    ``(B, C, H, W) -> (B, C)``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.mean(dim=(2, 3)) + x.amax(dim=(2, 3))
+
+
 class GeMPool(nn.Module):
     """Generalised-mean pooling with a learnable exponent ``p`` (Radenović et al. 2018).
 
@@ -60,6 +68,7 @@ POOLINGS = {
     "avg": lambda gem_p: AvgPool(),
     "max": lambda gem_p: MaxPool(),
     "gem": lambda gem_p: GeMPool(gem_p),
+    "avgmax": lambda gem_p: AvgMaxPool(),
 }
 
 

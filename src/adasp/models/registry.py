@@ -16,11 +16,13 @@ from adasp.models.head import BNNeck, GlobalHead, check_neck_options
 from adasp.models.ibn import resnet18_ibn_a, resnet34_ibn_a, resnet50_ibn_a, resnet101_ibn_a
 from adasp.models.mgn import MGNHead, build_mgn
 from adasp.models.mobilenet import mobilenet_v2
+from adasp.models.mobilenet_torchreid import TORCHREID_MOBILENETS
+from adasp.models.osnet import OSNET_BUILDERS
 from adasp.models.pooling import build_pooling
 from adasp.models.reid_model import ReIDModel
 from adasp.models.resnet import resnet18, resnet34, resnet50, resnet101, resnet152
 from adasp.models.timm_backbone import TimmBackbone
-from adasp.models.weights import load_pretrained
+from adasp.models.weights import load_head_too, load_pretrained
 from adasp.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,8 @@ BACKBONES.register("resnet50_ibn_a", resnet50_ibn_a)
 BACKBONES.register("resnet101_ibn_a", resnet101_ibn_a)
 BACKBONES.register("mgn", build_mgn)
 BACKBONES.register("mobilenet_v2", mobilenet_v2)
+for _name, _builder in {**OSNET_BUILDERS, **TORCHREID_MOBILENETS}.items():
+    BACKBONES.register(_name, _builder)
 
 
 def build_backbone(name: str, *, last_stride: int = 1, **options: Any) -> nn.Module:
@@ -126,6 +130,7 @@ def build_model(
     embedding_dim: int = 0,
     dropout: float = 0.0,
     backbone_options: Mapping[str, Any] | None = None,
+    neck_activation: str = "none",
 ) -> ReIDModel:
     """Build a re-identification model.
 
@@ -144,6 +149,7 @@ def build_model(
         embedding_dim: reduce the pooled feature to this size (bias-free linear); 0 keeps the
             backbone's width. For MGN: the size of each of the 8 reduced features (0 -> 256).
         dropout: dropout on the classifier input during training.
+        neck_activation: ``"none"`` or ``"relu"`` after the BNNeck BN (torchreid's heads).
         backbone_options: extra keyword options of the backbone builder, e.g.
             ``{"zero_init_residual": True}`` for ResNets trained from scratch,
             ``{"global_stride": 1}`` for MGN, or ``timm.create_model`` options for timm.
@@ -172,6 +178,7 @@ def build_model(
         neck=neck,
         neck_feat=neck_feat,
         dropout=dropout,
+        **({"activation": neck_activation} if neck_activation != "none" else {}),
     )
     spec = {
         "backbone": backbone,
@@ -185,8 +192,15 @@ def build_model(
         "embedding_dim": embedding_dim,
         "dropout": dropout,
         "backbone_options": options,
+        "neck_activation": neck_activation,
     }
     model = ReIDModel(net, head, spec)
     if source is not None:
-        model.pretrained_report = load_pretrained(net, source)
+        report = load_pretrained(net, source)
+        if any(key.startswith("head.") for key in report.unexpected):
+            # A whole adasp model file (a converted model, or a run's model.pt): its head
+            # (reduction, BNNeck, GeM p) fine-tunes too; a classifier that does not fit is
+            # dropped and reported.
+            report = load_head_too(head, source, report)
+        model.pretrained_report = report
     return model

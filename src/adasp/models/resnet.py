@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from torch import Tensor, nn
 
 from adasp.errors import UserInputError
+from adasp.models.non_local import NonLocal, non_local_positions
 
 #: Builds the normalisation layer for a number of channels.
 NormFactory = Callable[[int], nn.Module]
@@ -148,6 +149,11 @@ class ResNet(nn.Module):
             networks pass IBN for stages 1-3. Default: BatchNorm everywhere.
         zero_init_residual: start every block as the identity (last BN scale 0); helps
             training from scratch, irrelevant when pretrained weights are loaded.
+        non_local: insert non-local blocks after the last blocks of stages 2 and 3, as AGW
+            does (:mod:`adasp.models.non_local`; none for ResNet-18/34). Their parameters
+            are ``non_local.<stage>.<i>.*``.
+        stem_pool: the stem's 3x3/2 max pooling: ``"pad"`` (torchvision's, padding 1) or
+            ``"ceil"`` (no padding, ceil mode: fast-reid's, for the models it trained).
 
     ``forward(images (B, 3, H, W)) -> (B, out_channels, H', W')`` with ``H' = ceil(H/32)``
     (``/16`` for ``last_stride=1``).
@@ -162,16 +168,22 @@ class ResNet(nn.Module):
         last_stride: int = 2,
         stage_norm1: Sequence[NormFactory] | None = None,
         zero_init_residual: bool = False,
+        non_local: bool = False,
+        stem_pool: str = "pad",
     ) -> None:
         super().__init__()
         if last_stride not in (1, 2):
             raise UserInputError(f"last_stride must be 1 or 2, got {last_stride!r}")
+        if stem_pool not in STEM_POOLS:
+            raise UserInputError(
+                f"unknown stem_pool {stem_pool!r}; allowed: {', '.join(STEM_POOLS)}"
+            )
         norms = list(stage_norm1 or [nn.BatchNorm2d] * 4)
         self.in_channels = 64
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.maxpool = STEM_POOLS[stem_pool]()
         self.layer1 = self._make_stage(block, 64, layers[0], 1, norms[0])
         self.layer2 = self._make_stage(block, 128, layers[1], 2, norms[1])
         self.layer3 = self._make_stage(block, 256, layers[2], 2, norms[2])
@@ -181,6 +193,15 @@ class ResNet(nn.Module):
         #: Where ``pretrained="imagenet"`` downloads from (set by the named builders).
         self.imagenet_url: str | None = None
         self._init_weights(zero_init_residual)
+        # Built after the initialisation: a non-local block starts as the identity.
+        positions = non_local_positions(tuple(layers)) if non_local else ((),) * 4
+        self.non_local_after = {f"layer{i + 1}": frozenset(p) for i, p in enumerate(positions) if p}
+        self.non_local = nn.ModuleDict(
+            {
+                stage: nn.ModuleList(NonLocal(self._width(stage)) for _ in after)
+                for stage, after in self.non_local_after.items()
+            }
+        )
 
     def _make_stage(
         self,
@@ -214,19 +235,53 @@ class ResNet(nn.Module):
                 if isinstance(module, (BasicBlock, Bottleneck)):
                     nn.init.zeros_(module.last_norm.weight)
 
+    def _width(self, stage: str) -> int:
+        last = getattr(self, stage)[-1]
+        return last.last_norm.num_features
+
+    def _stage(self, name: str, x: Tensor) -> Tensor:
+        after = self.non_local_after.get(name)
+        if not after:
+            return getattr(self, name)(x)
+        blocks = self.non_local[name].children()
+        for index, block in enumerate(getattr(self, name)):
+            x = block(x)
+            if index in after:
+                x = next(blocks)(x)
+        return x
+
     def forward(self, images: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
-        x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
-        return self.layer4(x)
+        for name in ("layer1", "layer2", "layer3", "layer4"):
+            x = self._stage(name, x)
+        return x
+
+
+#: The stem's max pooling by ``stem_pool`` name.
+STEM_POOLS: dict[str, Callable[[], nn.Module]] = {
+    "pad": lambda: nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+    "ceil": lambda: nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
+}
 
 
 def _named(
     name: str, block: type[BasicBlock] | type[Bottleneck], layers: Sequence[int]
 ) -> Callable[..., ResNet]:
-    def build(*, last_stride: int = 1, zero_init_residual: bool = False) -> ResNet:
-        model = ResNet(block, layers, last_stride, zero_init_residual=zero_init_residual)
+    def build(
+        *,
+        last_stride: int = 1,
+        zero_init_residual: bool = False,
+        non_local: bool = False,
+        stem_pool: str = "pad",
+    ) -> ResNet:
+        model = ResNet(
+            block,
+            layers,
+            last_stride,
+            zero_init_residual=zero_init_residual,
+            non_local=non_local,
+            stem_pool=stem_pool,
+        )
         model.imagenet_url = IMAGENET_URLS[name]
         return model
 
@@ -234,7 +289,8 @@ def _named(
     build.__qualname__ = name
     build.__doc__ = (
         f"{name} in torchvision's layout; ``last_stride`` 1 (default) or 2; "
-        f"``zero_init_residual`` for training from scratch."
+        f"``zero_init_residual`` for training from scratch; ``non_local`` (AGW's non-local "
+        f"blocks); ``stem_pool`` ``pad`` or ``ceil``."
     )
     return build
 

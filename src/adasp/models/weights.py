@@ -51,6 +51,8 @@ class LoadReport:
         unexpected: file keys the backbone has no place for (e.g. ``fc.weight``).
         renamed: ``(file key, backbone key)`` pairs the backbone renamed before loading
             (MobileNetV2 weights in another implementation's names, mapped by position).
+        dropped: head keys of a whole adasp model file not loaded because their shape
+            differs (a classifier over other identities).
     """
 
     source: str
@@ -58,6 +60,7 @@ class LoadReport:
     missing: tuple[str, ...]
     unexpected: tuple[str, ...]
     renamed: tuple[tuple[str, str], ...] = ()
+    dropped: tuple[str, ...] = ()
 
     def summary(self) -> str:
         """One line: what was loaded, and the missing and unexpected keys (abbreviated)."""
@@ -72,9 +75,15 @@ class LoadReport:
         if self.renamed:
             first = self.renamed[0]
             renamed = f"; renamed {len(self.renamed)} by position ({first[0]} -> {first[1]}, ...)"
+        dropped = ""
+        if self.dropped:
+            dropped = (
+                f"; dropped {keys(self.dropped)} (shape differs: a classifier over other "
+                "identities starts anew)"
+            )
         return (
             f"loaded {self.loaded} tensors from {self.source}; missing {keys(self.missing)}; "
-            f"unexpected {keys(self.unexpected)}{renamed}"
+            f"unexpected {keys(self.unexpected)}{renamed}{dropped}"
         )
 
 
@@ -335,3 +344,26 @@ def _imagenet_file(backbone: nn.Module, url: str) -> Path:
             raise UserInputError(f"{download_error} Offline: {offline_error}") from offline_error
         log.warning("could not download %s; using the offline ImageNet weights %s", url, path)
         return path
+
+
+def load_head_too(head: nn.Module, source: str | os.PathLike, report: LoadReport) -> LoadReport:
+    """After :func:`load_pretrained` read a whole adasp model file (its ``head.*`` keys came
+    out as unexpected), load its head as well: every ``head.*`` tensor whose name and shape
+    fit; those whose shape differs (a classifier over another number of identities) are
+    dropped. Returns the report of both loads (also logged)."""
+    state = {k: v for k, v in read_state_dict(source).items() if k.startswith("head.")}
+    expected = head.state_dict()
+    fits = {k[5:]: v for k, v in state.items() if expected.get(k[5:], v).shape == v.shape}
+    fits = {k: v for k, v in fits.items() if k in expected}
+    dropped = tuple(k for k in state if k[5:] in expected and k[5:] not in fits)
+    head.load_state_dict(fits, strict=False)
+    combined = LoadReport(
+        report.source,
+        report.loaded + len(fits),
+        report.missing,
+        tuple(k for k in report.unexpected if k not in state),
+        report.renamed,
+        dropped,
+    )
+    log.info("%s", combined.summary())
+    return combined
