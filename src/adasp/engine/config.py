@@ -78,6 +78,10 @@ class DataConfig:
     # "gpu": workers only read JPEG bytes; decoding and augmentation run batched on the training
     # device (adasp.data.gpu_decode), for when the CPU workers cannot keep up. No AutoAugment.
     decode: Literal["cpu", "gpu"] = "cpu"
+    # Keep each decoded training image in its worker's memory after the first epoch (CPU
+    # decode): identical batches, less worker CPU. For small datasets (memory: H*W*3 bytes per
+    # image per worker).
+    cache_decoded: bool = False
 
 
 @dataclass
@@ -117,6 +121,10 @@ class LossConfig:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     ce_weight: float = 1.0
     label_smoothing: float = 0.1
+    # Replay the Sparse Pairwise loss's forward + backward from a CUDA graph (one launch for
+    # ~120 small kernels; adasp.losses.graphed). CUDA only, eager elsewhere. Prepared, not yet
+    # measured on a GPU.
+    cuda_graph: bool = False
 
 
 @dataclass
@@ -130,6 +138,9 @@ class OptimConfig:
     bias_weight_decay: float | None = None  # None: same as weight_decay
     grad_clip: float = 0.0  # max gradient norm; 0 disables
     fused: bool = True  # fused (one-kernel) Adam/AdamW/SGD steps on CUDA; ignored elsewhere
+    # Fused Adam/AdamW on CPU parameters too: about 4x faster updates, equal to the per-tensor
+    # step up to float rounding (not bit for bit), so off unless asked for.
+    fused_cpu: bool = False
 
 
 @dataclass
@@ -159,6 +170,9 @@ class TrainConfig:
     log_every: int = 20  # iterations; loss values are read from the device only then
     measure_harmful_pairs: bool = False  # needs a dataset with harmful marks (synthetic)
     ddp_static_graph: bool = False  # DDP static_graph=True: faster, needs a fixed graph
+    # torch intra-op threads of the training process (None: torch's default, one per core);
+    # on few cores shared with the loader workers fewer can be faster (benchmarks/training_cpu.py)
+    intra_op_threads: int | None = None
 
 
 @dataclass
