@@ -11,7 +11,13 @@ synthetic pedestrian JPEGs (adasp's generator) in a temporary folder.
 - **adasp**: :class:`adasp.data.TrainLoader` and ``Trainer.train_step`` (loss values kept
   until a log step), with the CPU speed switches of each variant (``--variants``):
   ``default`` (none), ``cache`` (``data.cache_decoded``), ``fused`` (``optim.fused_cpu``),
-  ``threads1`` (``train.intra_op_threads=1``), ``cpu-preset`` (what ``configs/cpu/`` use).
+  ``threads1`` (``train.intra_op_threads=1``), ``cpu-preset`` (what ``configs/cpu/`` use:
+  the cache, fused Adam and ``train.reuse_host_memory``).
+
+``train.reuse_host_memory`` is process-wide (glibc's heap settings), so it cannot differ
+between loops of one process: ``--reuse-host-memory`` applies it to the whole run, the
+peer-style loop included (it changes no value computed). Compare two runs, with and without,
+for its effect; within a run the ratios then understate adasp's preset.
 
 Both loaders live in the process all along (their workers prefetch while the other runs).
 The variants run in blocks of ``--steps`` steps, interleaved, their order rotated every round,
@@ -40,12 +46,13 @@ import torch
 from torch import nn
 
 VARIANTS = {
-    # name: (data.cache_decoded, optim.fused_cpu, train.intra_op_threads)
-    "default": (False, False, None),
-    "cache": (True, False, None),
-    "fused": (False, True, None),
-    "threads1": (False, False, 1),
-    "cpu-preset": (True, True, None),
+    # name: (data.cache_decoded, optim.fused_cpu, train.intra_op_threads,
+    #        train.reuse_host_memory)
+    "default": (False, False, None, False),
+    "cache": (True, False, None, False),
+    "fused": (False, True, None, False),
+    "threads1": (False, False, 1, False),
+    "cpu-preset": (True, True, None, True),
 }
 
 
@@ -167,7 +174,7 @@ class AdaspRunner:
         from adasp.engine.schedule import LRSchedule
         from adasp.engine.trainer import Trainer, TrainingSettings
 
-        cache, fused, threads = VARIANTS[variant]
+        cache, fused, threads, _ = VARIANTS[variant]
         self.threads = threads or torch.get_num_threads()
         self.phases = Phases()
         model = Timed(build_model(num_classes), self.phases, "forward")
@@ -221,8 +228,17 @@ def main() -> None:
         "--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="NAME"
     )
     parser.add_argument("--profile", action="store_true", help="torch.profiler top operators")
+    parser.add_argument(
+        "--reuse-host-memory",
+        action="store_true",
+        help="train.reuse_host_memory for the whole process (every loop)",
+    )
     args = parser.parse_args()
     from adasp.data import PKSampler, build_dataset
+    from adasp.engine.cpu_speed import reuse_freed_host_memory
+
+    if args.reuse_host_memory and not reuse_freed_host_memory():
+        print("--reuse-host-memory: not glibc, not applied")
 
     size, batch, k = ((64, 32), 16, 4) if args.quick else ((128, 64), 64, 4)
     rounds, steps = (1, 1) if args.quick else (args.rounds, args.steps)
@@ -231,7 +247,8 @@ def main() -> None:
     print(
         f"torch {torch.__version__}, {os.cpu_count()} CPUs visible, default intra-op threads "
         f"{torch.get_num_threads()}, {args.workers} loader workers, batch {batch} ({batch // k}"
-        f"×{k}), {size[0]}×{size[1]}, ResNet-18 from scratch, CE + Triplet"
+        f"×{k}), {size[0]}×{size[1]}, ResNet-18 from scratch, CE + Triplet, "
+        f"reuse host memory: {'yes' if args.reuse_host_memory else 'no'}"
     )
     with tempfile.TemporaryDirectory(prefix="training-cpu-") as folder:
         start = time.perf_counter()

@@ -70,4 +70,18 @@ def test_intra_op_threads():
 
 def test_cpu_presets_use_the_switches():
     config = load_config("cpu/mobilenet")
-    assert config.data.cache_decoded and config.optim.fused_cpu
+    assert config.data.cache_decoded and config.optim.fused_cpu and config.train.reuse_host_memory
+
+
+def test_reuse_host_memory_applies_on_glibc_and_changes_nothing_else():
+    import sys
+
+    from adasp.engine.cpu_speed import apply_cpu_settings, reuse_freed_host_memory
+
+    before = torch.get_num_threads()
+    applied = reuse_freed_host_memory()
+    assert applied == sys.platform.startswith("linux") or not applied
+    apply_cpu_settings(None, True)  # idempotent, no thread change
+    assert torch.get_num_threads() == before
+    x = torch.randn(1 << 22)  # a block above the old mmap threshold, freed and reused
+    assert torch.equal(x.clone(), x)

@@ -43,7 +43,7 @@ from adasp.engine.checkpoint import (
     save_checkpoint,
 )
 from adasp.engine.config import ExperimentConfig, config_from_dict, save_config
-from adasp.engine.cpu_speed import set_intra_op_threads
+from adasp.engine.cpu_speed import apply_cpu_settings
 from adasp.engine.distributed import (
     DistributedContext,
     barrier,
@@ -408,7 +408,7 @@ class Trainer:
 
         torch.manual_seed(config.train.seed)
         set_deterministic(config.train.deterministic, ctx.device)
-        set_intra_op_threads(config.train.intra_op_threads)
+        apply_cpu_settings(config.train.intra_op_threads, config.train.reuse_host_memory)
         dataset = builders.build_datasets(config.data)
         if train_loader is None:
             train_loader = builders.build_train_loader(config, dataset, ctx.rank, ctx.world_size)
