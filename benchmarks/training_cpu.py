@@ -12,7 +12,8 @@ synthetic pedestrian JPEGs (adasp's generator) in a temporary folder.
   until a log step), with the CPU speed switches of each variant (``--variants``):
   ``default`` (none), ``cache`` (``data.cache_decoded``), ``fused`` (``optim.fused_cpu``),
   ``threads1`` (``train.intra_op_threads=1``), ``cpu-preset`` (what ``configs/cpu/`` use:
-  the cache, fused Adam and ``train.reuse_host_memory``).
+  the cache, fused Adam and ``train.reuse_host_memory``), ``preset-threads1`` (the preset
+  with one intra-op thread: for a machine whose cores are busy with other work).
 
 ``train.reuse_host_memory`` is process-wide (glibc's heap settings), so it cannot differ
 between loops of one process: ``--reuse-host-memory`` applies it to the whole run, the
@@ -53,6 +54,7 @@ VARIANTS = {
     "fused": (False, True, None, False),
     "threads1": (False, False, 1, False),
     "cpu-preset": (True, True, None, True),
+    "preset-threads1": (True, True, 1, True),
 }
 
 
