@@ -215,7 +215,7 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     # One fused kernel per step instead of one launch per tensor: CUDA parameters, and CPU
     # ones with optim.fused_cpu (not bit-identical to the per-tensor step, so opt-in).
-    params = [p for g in groups for p in g["params"]]
+    params: list[nn.Parameter] = weights + biases
     fused = (cfg.fused and all(p.is_cuda for p in params)) or (
         cfg.fused_cpu and all(p.device.type == "cpu" for p in params)
     )

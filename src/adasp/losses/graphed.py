@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adasp.losses.class_layout import ClassLayout
+from adasp.losses.registry import Objective
 from adasp.losses.pairwise import compute_dtype
 from adasp.losses.sparse_pairwise import AdaSPLoss, _SparsePairwiseLoss
 
@@ -96,15 +97,16 @@ class GraphedSparsePairwise(nn.Module):
             return layout_loss(x, layout, temperature, mode)
 
         sample = torch.empty_like(features).normal_().requires_grad_(True)
-        return torch.cuda.make_graphed_callables(loss_of, (sample,))
+        graphed = torch.cuda.make_graphed_callables(loss_of, (sample,))
+        return graphed  # type: ignore[return-value]  # the graphed function of loss_of
 
 
-def graph_sparse_pairwise(objective: nn.Module, distributed: bool = False) -> None:
+def graph_sparse_pairwise(objective: Objective, distributed: bool = False) -> None:
     """Wrap the Sparse Pairwise losses of an :class:`~adasp.losses.Objective` in place in
     :class:`GraphedSparsePairwise` (not under DDP gathering, whose batch is not fixed)."""
     if distributed:
         return
-    losses = objective.losses  # type: ignore[union-attr]
+    losses = objective.losses
     for name, loss in list(losses.items()):
         if isinstance(loss, AdaSPLoss) and not loss.gather_distributed:
             losses[name] = GraphedSparsePairwise(loss)
