@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adasp.losses.class_layout import ClassLayout
-from adasp.losses.registry import Objective
 from adasp.losses.pairwise import compute_dtype
+from adasp.losses.registry import Objective
 from adasp.losses.sparse_pairwise import AdaSPLoss, _SparsePairwiseLoss
 
 
