@@ -446,15 +446,19 @@ class _KeyGrid:
         self.position = torch.cumsum(self.per_bin, 1) - self.per_bin
 
     def exact(
-        self, thresholds: torch.Tensor, row: torch.Tensor, bin_: torch.Tensor, value: torch.Tensor
+        self, thresholds: torch.Tensor, row: torch.Tensor, bin_at: torch.Tensor, value: torch.Tensor
     ) -> torch.Tensor:
-        """Positions (#thresholds below) of single values ``value`` in rows ``row`` of bins
-        ``bin_`` (1-D), by comparing them with the few thresholds of their bin."""
-        start, count = self.position[row, bin_], self.per_bin[row, bin_]
+        """Positions (#thresholds below) of single values ``value`` in rows ``row``, whose bins
+        are at flat indices ``bin_at`` (``row * width + bin``) of the grid's tables (1-D), by
+        comparing them with the few thresholds of their bin."""
+        start = self.position.reshape(-1).take(bin_at)
+        count = self.per_bin.reshape(-1).take(bin_at)
         position = start.clone()
         last = thresholds.shape[1] - 1
+        base = row * thresholds.shape[1]
+        flat = thresholds.reshape(-1)
         for offset in range(int(count.max()) if count.numel() else 0):
-            threshold = thresholds[row, (start + offset).clamp(max=last)]
+            threshold = flat.take(base + (start + offset).clamp(max=last))
             position += (offset < count) & (threshold < value)
         return position
 
@@ -538,18 +542,27 @@ def _histogram_keys(
                 flat = flat.view(-1)
                 hist[part] += torch.bincount(flat, minlength=marked.numel()).view(shape[0], -1)
                 at = _flat_nonzero(marked.index_select(0, flat))
-                found.append((at // shape[1] + (r0 - g0), at % shape[1] + c0, flat[at]))
+                # Flat indices within the group: of the item (row * width + column) and of
+                # its bin (row * grid.width + bin).
+                bin_at = flat[at].long() + (r0 - g0) * grid.width
+                if shape[1] == width:
+                    item_at = at + (r0 - g0) * width
+                else:
+                    item_at = (at // shape[1] + (r0 - g0)) * width + (at % shape[1] + c0)
+                found.append((item_at, bin_at))
         # The items of marked bins, but the query identity's own, placed one by one.
-        row, col, bin_ = (torch.cat(parts) for parts in zip(*found, strict=True))
+        item_at, bin_at = (torch.cat(parts) for parts in zip(*found, strict=True))
         # The identity's own items, as sorted flat keys (ascending indices within a row).
         own = excluded[group] + torch.arange(group.stop - g0, device=device)[:, None] * width
         own = own[present[group]]
-        key = row * width + col
-        at = torch.searchsorted(own, key).clamp_(max=max(own.numel() - 1, 0))
-        keep = own[at] != key if own.numel() else torch.ones_like(key, dtype=torch.bool)
-        row, col, bin_ = row[keep], col[keep], bin_[keep].long() % grid.width
-        value = values[group][row, col]
-        position = grid.exact(local.thresholds, row, bin_, value)
+        if own.numel():
+            at = torch.searchsorted(own, item_at).clamp_(max=own.numel() - 1)
+            keep = own.take(at) != item_at
+            item_at, bin_at = item_at[keep], bin_at[keep]
+        row = item_at // width
+        col = item_at - row * width
+        value = values[group].reshape(-1).take(item_at)
+        position = grid.exact(local.thresholds, row, bin_at, value)
         ties = _TieCollector(local, tie_fix[group])
         ties.add(row, col, value, position)
         ties.flush()
