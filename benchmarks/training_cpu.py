@@ -24,7 +24,7 @@ Both loaders live in the process all along (their workers prefetch while the oth
 The variants run in blocks of ``--steps`` steps, interleaved, their order rotated every round,
 for ``--rounds`` rounds; the table gives each variant's median images/s and the median of its
 per-round ratio to the peer-style block of the same round (a shared, noisy machine slows
-neighbouring blocks alike). A per-phase table (loader wait, forward, loss, backward +
+neighbouring blocks alike). A per-phase table (loader wait, forward, loss, backward and the rest,
 optimizer) follows, and ``--profile`` adds torch.profiler's top operators per variant.
 
     python benchmarks/training_cpu.py                # ~3-4 min on 2 idle cores
@@ -65,6 +65,7 @@ class Phases:
     loader: float = 0.0
     forward: float = 0.0
     loss: float = 0.0
+    optimizer: float = 0.0
     step: float = 0.0  # the whole step, loader wait excluded
     rates: list[float] = field(default_factory=list)
 
@@ -85,6 +86,20 @@ class Timed(nn.Module):
             self.phases, self.name, getattr(self.phases, self.name) + time.perf_counter() - start
         )
         return out
+
+
+def time_optimizer(optimizer: torch.optim.Optimizer, owner: Any) -> None:
+    """Adds the wall time of each ``optimizer.step`` to ``owner.phases.optimizer``."""
+    started: list[float] = []
+
+    def before(*_: Any) -> None:
+        started.append(time.perf_counter())
+
+    def after(*_: Any) -> None:
+        owner.phases.optimizer += time.perf_counter() - started.pop()
+
+    optimizer.register_step_pre_hook(before)
+    optimizer.register_step_post_hook(after)
 
 
 class PeerDataset(torch.utils.data.Dataset):
@@ -143,6 +158,7 @@ class PeerRunner:
         self.model = Timed(build_model(num_classes), self.phases, "forward")
         self.objective = Timed(build_objective(loss_config()), self.phases, "loss")
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=3.5e-4, weight_decay=5e-4)
+        time_optimizer(self.optimizer, self)
         loader = torch.utils.data.DataLoader(
             PeerDataset(samples, size), batch_sampler=sampler, num_workers=workers
         )
@@ -185,11 +201,13 @@ class AdaspRunner:
             samples, sampler, build_train_transform(size), num_workers=workers, cache_decoded=cache
         )
         self.loader.set_epoch(0)
+        optimizer = build_optimizer(OptimConfig(fused_cpu=fused), model)
+        time_optimizer(optimizer, self)
         self.trainer = Trainer(
             model,
             Timed(objective, self.phases, "loss"),
             self.loader,
-            build_optimizer(OptimConfig(fused_cpu=fused), model),
+            optimizer,
             LRSchedule(iters_per_epoch=len(self.loader), epochs=1),
             settings=TrainingSettings(epochs=1, log_every=10**9),
             output_dir=tempfile.mkdtemp(prefix=f"run-{variant}-", dir=folder),
@@ -301,7 +319,7 @@ def main() -> None:
 def _reset(runner) -> Phases:
     """Fresh phase counters, shared with the runner's timed wrappers."""
     phases = runner.phases
-    phases.loader = phases.forward = phases.loss = phases.step = 0.0
+    phases.loader = phases.forward = phases.loss = phases.optimizer = phases.step = 0.0
     phases.rates.clear()
     return phases
 
@@ -319,12 +337,12 @@ def report(runners: dict[str, Any], batch: int, steps: int) -> None:
             f"{len(rates)} |"
         )
     print("\n## Per phase, ms per step (mean over the timed steps)")
-    print("| loop | loader wait | forward | loss | backward + optimizer + rest | step |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| loop | loader wait | forward | loss | backward + rest | optimizer | step |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, runner in runners.items():
         p = runner.phases
-        rest = p.step - p.forward - p.loss
-        cells = [p.loader, p.forward, p.loss, rest, p.step]
+        rest = p.step - p.forward - p.loss - p.optimizer
+        cells = [p.loader, p.forward, p.loss, rest, p.optimizer, p.step]
         print(f"| {name} | " + " | ".join(f"{1000 * c / steps:.0f}" for c in cells) + " |")
 
 
