@@ -5,7 +5,13 @@
    argsort of every row, then a vectorised scan: the peers' algorithm) against
    ``evaluate_ranking``, in the same process, on cosine distances of trained-like, weak and
    untrained (random) synthetic features. The results must be identical (CMC exactly,
-   per-query AP and INP to 1e-12).
+   per-query AP and INP to 1e-12). adasp runs twice on each matrix, interleaved: with the
+   integer-key histogram (``locate="keys"``, the default) and with the float grid it
+   replaced (``locate="grid"``, "before"). Where the ``fastreid`` wheel can be fetched with
+   ``pip download fastreid==1.4.0 --no-deps`` and Cython is installed, its ``rank_cy.pyx``
+   is compiled into a temporary folder and its ``evaluate_cy`` timed on the same matrices
+   (results compared: CMC to 1e-6, mAP/mINP to 1e-5, its float32 arithmetic); else its
+   column says why not.
 2. VERI-WILD-large size (10,000 queries x 138,517 gallery, 256-d features, 10,000 identities,
    174 cameras): ``evaluate_features`` in a child process; wall time and peak resident memory
    during the call (the child's VmHWM, reset just before it; the child holds only Python,
@@ -14,7 +20,7 @@
 3. ``--search``: exact top-k search, torch against faiss, by gallery size.
 
     python benchmarks/evaluation.py [--quick] [--threads 2] [--search] [--skip-market]
-                                    [--skip-veriwild] [--veriwild-features ...]
+                                    [--skip-veriwild] [--veriwild-features ...] [--no-fastreid]
 
 On a machine whose cores are busy with other processes, ``--threads 1`` measures the work
 itself: with 2 threads every torch operation can wait for the second thread to be scheduled.
@@ -23,11 +29,15 @@ itself: with 2 threads every torch operation can wait for the second thread to b
 from __future__ import annotations
 
 import argparse
+import glob
+import importlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
+import zipfile
 
 import numpy as np
 import torch
@@ -116,22 +126,93 @@ def timed(fn, repeats):
     return best, out
 
 
-def market_benchmark(scale: float, repeats: int) -> None:
-    from adasp.evaluation import evaluate_ranking, pairwise_distances
+def build_fastreid_evaluator(folder: str):
+    """fast-reid's compiled ``evaluate_cy``, built in ``folder``; or the reason it is not."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "fastreid==1.4.0",
+            "--no-deps",
+            "-q",
+            "-d",
+            folder,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    wheels = glob.glob(os.path.join(folder, "fastreid-*.whl"))
+    if done.returncode != 0 or not wheels:
+        return None, "pip download fastreid==1.4.0 failed"
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        source = wheel.read("fastreid/evaluation/rank_cylib/rank_cy.pyx")
+    with open(os.path.join(folder, "rank_cy.pyx"), "wb") as out:
+        out.write(source)
+    setup = (
+        "import numpy; from setuptools import Extension, setup; "
+        "from Cython.Build import cythonize; "
+        "setup(name='rank_cy', script_args=['build_ext', '--inplace', '-q'], "
+        "ext_modules=cythonize([Extension('rank_cy', ['rank_cy.pyx'], "
+        "include_dirs=[numpy.get_include()])], language_level=3, quiet=True))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", setup], cwd=folder, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        reason = "Cython is not installed" if "Cython" in done.stderr else "compilation failed"
+        return None, reason
+    sys.path.insert(0, folder)
+    try:
+        return importlib.import_module("rank_cy").evaluate_cy, ""
+    finally:
+        sys.path.remove(folder)
+
+
+def adasp_evaluate(dist, q_pids, g_pids, q_cams, g_cams, locate):
+    """``evaluate_ranking`` with the given ``locate`` method (its default block size)."""
+    from adasp.evaluation.inputs import resolve_chunk_size
+    from adasp.evaluation.metrics import RankingEvaluator
+
+    evaluator = RankingEvaluator(g_pids, g_cams, 50, locate=locate)
+    step = resolve_chunk_size(None, dist.shape[1])
+    for begin in range(0, dist.shape[0], step):
+        rows = slice(begin, begin + step)
+        evaluator.add(dist[rows], q_pids[rows], q_cams[rows])
+    return evaluator.result()
+
+
+def market_benchmark(scale: float, repeats: int, fastreid: bool) -> list[str]:
+    from adasp.evaluation import pairwise_distances
 
     num_q, num_g = int(3368 * scale), int(15913 * scale)
     num_ids, distractors = max(int(750 * scale), 2), int(2798 * scale)
     rng = np.random.default_rng(0)
     q_pids, g_pids, q_cams, g_cams = identities(rng, num_q, num_g, num_ids, 6, distractors)
     centres = rng.standard_normal((num_ids, 256), dtype=np.float32)
+    evaluate_cy, why_not = None, "--no-fastreid"
+    folder = tempfile.TemporaryDirectory(prefix="rank_cy-")
+    if fastreid:
+        evaluate_cy, why_not = build_fastreid_evaluator(folder.name)
     print(f"\n## Market-1501 size: {num_q} queries x {num_g} gallery, float32 cosine distances")
     print(
-        "| matrix | mAP | R1 | mINP | argsort evaluator s | np.argsort alone s | adasp s | speed-up | identical |"
+        f"adasp: best of {repeats} runs each, before (locate=grid) and now (locate=keys) "
+        "interleaved; fast-reid: its compiled evaluate_cy, one run"
+        + ("" if evaluate_cy else f" (not run: {why_not})")
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    header = (
+        "| matrix | mAP | R1 | mINP | argsort evaluator s | fast-reid Cython s | adasp before s "
+        "| adasp now s | now vs before | now vs argsort | now vs fast-reid | identical |"
+    )
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    print(lines[0])
+    print(lines[1])
     for label, noise in (
         ("trained-like (noise 1.6)", 1.6),
-        ("weak (noise 1.8)", 1.8),
+        ("medium (noise 2.0)", 2.0),
+        ("weak (noise 2.4)", 2.4),
         ("untrained (random)", None),
     ):
         if noise is None:
@@ -144,24 +225,54 @@ def market_benchmark(scale: float, repeats: int) -> None:
         t_ref, (ap, inp, first, cmc) = timed(
             lambda d=dist: argsort_evaluate(d, q_pids, g_pids, q_cams, g_cams), 1
         )
-        t_sort, _ = timed(lambda d=dist: np.argsort(d, axis=1), 1)
-        t_ours, ours = timed(
-            lambda d=dist: evaluate_ranking(d, q_pids, g_pids, q_cams, g_cams), repeats
-        )
+        times: dict[str, float] = {"grid": float("inf"), "keys": float("inf")}
+        results = {}
+        for _ in range(repeats):
+            for locate in times:
+                t, results[locate] = timed(
+                    lambda d=dist, m=locate: adasp_evaluate(d, q_pids, g_pids, q_cams, g_cams, m),
+                    1,
+                )
+                times[locate] = min(times[locate], t)
+        ours = results["keys"]
         valid = first >= 0
-        same_valid = np.array_equal(~np.isnan(ours["ap"]), valid)
-        ap_diff = float(np.nanmax(np.abs(ours["ap"] - ap))) if valid.any() else 0.0
-        inp_diff = float(np.nanmax(np.abs(ours["inp"] - inp))) if valid.any() else 0.0
-        identical = (
-            same_valid and np.array_equal(ours["cmc"], cmc) and ap_diff < 1e-12 and inp_diff < 1e-12
-        )
-        print(
+        identical = True
+        ap_diff = 0.0
+        for result in results.values():
+            same_valid = np.array_equal(~np.isnan(result["ap"]), valid)
+            ap_diff = max(
+                ap_diff, float(np.nanmax(np.abs(result["ap"] - ap))) if valid.any() else 0.0
+            )
+            inp_diff = float(np.nanmax(np.abs(result["inp"] - inp))) if valid.any() else 0.0
+            identical &= (
+                same_valid
+                and np.array_equal(result["cmc"], cmc)
+                and ap_diff < 1e-12
+                and inp_diff < 1e-12
+            )
+        cy_cell = cy_ratio = "-"
+        if evaluate_cy is not None:
+            t_cy, (cy_cmc, cy_ap, cy_inp) = timed(
+                lambda d=dist: evaluate_cy(d, q_pids, g_pids, q_cams, g_cams, 50), 1
+            )
+            cy_cell, cy_ratio = f"{t_cy:.3f}", f"{t_cy / times['keys']:.1f}x"
+            identical &= bool(
+                np.allclose(cy_cmc, ours["cmc"], rtol=0, atol=1e-6)
+                and abs(float(np.mean(cy_ap)) - ours["mAP"]) < 1e-5
+                and abs(float(np.mean(cy_inp)) - ours["mINP"]) < 1e-5
+            )
+        line = (
             f"| {label} | {ours['mAP']:.4f} | {ours['cmc'][0]:.4f} | {ours['mINP']:.4f} | "
-            f"{t_ref:.3f} | {t_sort:.3f} | {t_ours:.3f} | {t_ref / t_ours:.1f}x | "
+            f"{t_ref:.3f} | {cy_cell} | {times['grid']:.3f} | {times['keys']:.3f} | "
+            f"{times['grid'] / times['keys']:.2f}x | {t_ref / times['keys']:.1f}x | {cy_ratio} | "
             f"{'yes' if identical else 'NO'} (max |dAP| {ap_diff:.1e}) |"
         )
+        print(line, flush=True)
+        lines.append(line)
         if not identical:
-            raise SystemExit("results differ from the full-argsort evaluator")
+            raise SystemExit("results differ between the evaluators")
+    folder.cleanup()
+    return lines
 
 
 # ---------------------------------------------------------------- VERI-WILD large, child
@@ -287,6 +398,9 @@ def main() -> None:
         choices=["trained-like", "untrained"],
     )
     parser.add_argument("--search", action="store_true", help="also time torch vs faiss search")
+    parser.add_argument(
+        "--no-fastreid", action="store_true", help="do not fetch and compile fast-reid's evaluator"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(
@@ -295,7 +409,7 @@ def main() -> None:
     )
     scale = 0.25 if args.quick else 1.0
     if not args.skip_market:
-        market_benchmark(scale, args.repeats)
+        market_benchmark(scale, args.repeats, not args.no_fastreid)
     if not args.skip_veriwild:
         veriwild_benchmark(0.1 if args.quick else 1.0, args.threads, args.veriwild_features)
     if args.search:

@@ -271,6 +271,7 @@ def loss_tasks(report: Report, sizes: Sizes, device: torch.device, names: list[s
                 "dtype",
                 "loss ms",
                 "standalone ms",
+                "graphed ms",
                 "floor ms",
                 "× floor",
                 "fp32 floor ms",
@@ -284,7 +285,10 @@ def loss_tasks(report: Report, sizes: Sizes, device: torch.device, names: list[s
                 "the trainer calls it (labels in pinned host memory, as the loader gives them, "
                 "and no host-side NaN check: nothing waits for the device); standalone ms: "
                 "labels on the device and the NaN check on, as a user's own loop would call "
-                "it (the class layout and the check read the device). floor ms: the floor "
+                "it (the class layout and the check read the device). graphed ms: as the "
+                "trainer calls it with `loss.cuda_graph=true` (forward + backward replayed "
+                "from one CUDA graph, `adasp.losses.graphed`; the eager loss off CUDA). "
+                "floor ms: the floor "
                 "in the same dtype; fp32 floor ms: in float32. The floor is "
                 "`benchmarks/losses.py`'s: normalise, B×B similarity matmul, one log-sum-exp, "
                 "forward and backward, timed by its `time_fn`. Targets (issue 13): ≤ 1.3× the "
@@ -306,6 +310,26 @@ def loss_tasks(report: Report, sizes: Sizes, device: torch.device, names: list[s
             labels = labels[torch.randperm(batch, generator=gen)]
             inputs[batch] = (features.to(device), labels.to(device))
         return inputs[batch]
+
+    def graphed_loss_ms(name: str, features: torch.Tensor, host_labels: torch.Tensor) -> str:
+        from adasp.losses.graphed import GraphedSparsePairwise
+
+        loss = build_loss(name)
+        loss.check_finite = False
+        if not hasattr(loss, "mode"):
+            return "n/a"
+        try:
+            ms = losses_bench.time_fn(
+                GraphedSparsePairwise(loss),
+                features,
+                host_labels,
+                device,
+                sizes.loss_repeats,
+                sizes.loss_warmup,
+            )
+        except Exception as error:  # a failed capture must not stop the other columns
+            return f"error: {type(error).__name__}: {str(error)[:80]}"
+        return f"{ms:.3f}"
 
     def floor_ms(batch: int, dtype: str) -> float:
         if (batch, dtype) not in floors:
@@ -341,6 +365,7 @@ def loss_tasks(report: Report, sizes: Sizes, device: torch.device, names: list[s
                 )
                 for loss, given in ((as_trainer, host_labels), (build_loss(name), labels))
             )
+            graphed_ms = graphed_loss_ms(name, features.to(DTYPES[dtype]), host_labels)
             checks = [verdict(ms <= base32, "≤ fp32 floor")]
             if dtype == "bf16" and batch >= 256:
                 checks.insert(0, verdict(ms / base <= 1.3, "≤ 1.3× floor"))
@@ -352,6 +377,7 @@ def loss_tasks(report: Report, sizes: Sizes, device: torch.device, names: list[s
                     dtype,
                     f"{ms:.3f}",
                     f"{standalone:.3f}",
+                    graphed_ms,
                     f"{base:.3f}",
                     f"{ms / base:.2f}",
                     f"{base32:.3f}",

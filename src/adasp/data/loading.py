@@ -46,11 +46,28 @@ class ImageDataset(Dataset):
         samples: the images.
         transform: applied to the decoded ``uint8`` tensor ``(3, H, W)``, e.g.
             :func:`adasp.data.build_train_transform`; ``None`` returns floats in [0, 1].
+        cache_decoded: keep every decoded image in memory (in each worker process) and
+            decode each file once: the same items, less CPU from the second epoch on.
     """
 
-    def __init__(self, samples: Sequence[Sample], transform: Callable[[Any], torch.Tensor] | None):
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        transform: Callable[[Any], torch.Tensor] | None,
+        cache_decoded: bool = False,
+    ):
         self.samples = list(samples)
         self.transform = transform
+        self.cache_decoded = cache_decoded
+        self._decoded: dict[int, torch.Tensor] = {}
+
+    def _read(self, index: int) -> torch.Tensor:
+        if not self.cache_decoded:
+            return read_image(self.samples[index].path)
+        image = self._decoded.get(index)
+        if image is None:
+            image = self._decoded[index] = read_image(self.samples[index].path)
+        return image.clone()  # the transform may work in place
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -58,7 +75,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]
         with one_intra_op_thread():
-            image = read_image(sample.path)
+            image = self._read(index)
             image = self.transform(image) if self.transform is not None else image.float() / 255
         return {"image": image, "pid": sample.pid, "camid": sample.camid, "index": index}
 
@@ -101,6 +118,8 @@ class TrainLoader:
             when CUDA is available.
         persistent_workers: keep worker processes between epochs (ignored with 0 workers).
         prefetch_factor: batches each worker prepares ahead (ignored with 0 workers).
+        cache_decoded: each worker keeps the images it decoded (see :class:`ImageDataset`);
+            for datasets that fit in memory once per worker.
 
     The training loop hands each batch to :meth:`to_device`. A subclass that loads differently
     replaces :meth:`make_dataset`, :attr:`collate_fn` and :meth:`to_device` (e.g.
@@ -120,8 +139,10 @@ class TrainLoader:
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         prefetch_factor: int = 4,
+        cache_decoded: bool = False,
     ) -> None:
         workers = _workers(num_workers)
+        self.cache_decoded = cache_decoded
         self.sampler = sampler
         self.batches = SeededBatches(sampler, seed)
         self.loader = DataLoader(
@@ -139,7 +160,7 @@ class TrainLoader:
 
     def make_dataset(self, samples: Sequence[Sample], transform: Any) -> Dataset:
         """The per-sample dataset the workers index (run under a per-sample seed)."""
-        return ImageDataset(samples, transform)
+        return ImageDataset(samples, transform, cache_decoded=self.cache_decoded)
 
     def to_device(
         self, batch: dict[str, Any], device: torch.device | str, non_blocking: bool = True

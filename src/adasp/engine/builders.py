@@ -120,6 +120,7 @@ def build_train_loader(
         augmentation,
         seed=mix_seed(config.train.seed, rank),
         num_workers=cfg.num_workers,
+        cache_decoded=cfg.cache_decoded and cfg.decode == "cpu",
         pin_memory=cfg.pin_memory,
         persistent_workers=cfg.persistent_workers,
         prefetch_factor=cfg.prefetch_factor,
@@ -183,7 +184,12 @@ def build_objective(
         if "gather_distributed" in loss_options(cfg.name):
             options["gather_distributed"] = gather_distributed
         terms.append(LossTerm(cfg.name, cfg.weight, options))
-    return Objective(terms, check_finite=check_finite)
+    objective = Objective(terms, check_finite=check_finite)
+    if cfg.cuda_graph:
+        from adasp.losses.graphed import graph_sparse_pairwise
+
+        graph_sparse_pairwise(objective, distributed=gather_distributed)
+    return objective
 
 
 def _is_no_decay(name: str, param: nn.Parameter) -> bool:
@@ -211,8 +217,12 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer
         group["initial_lr"] = group["lr"]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    # One fused kernel per step instead of one launch per tensor; CUDA parameters only.
-    fused = cfg.fused and all(p.is_cuda for g in groups for p in g["params"])
+    # One fused kernel per step instead of one launch per tensor: CUDA parameters, and CPU
+    # ones with optim.fused_cpu (not bit-identical to the per-tensor step, so opt-in).
+    params: list[nn.Parameter] = weights + biases
+    fused = (cfg.fused and all(p.is_cuda for p in params)) or (
+        cfg.fused_cpu and all(p.device.type == "cpu" for p in params)
+    )
     adam = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     return adam(groups, lr=cfg.lr, fused=True) if fused else adam(groups, lr=cfg.lr)
 

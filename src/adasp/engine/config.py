@@ -80,6 +80,10 @@ class DataConfig:
     # "gpu": workers only read JPEG bytes; decoding and augmentation run batched on the training
     # device (adasp.data.gpu_decode), for when the CPU workers cannot keep up. No AutoAugment.
     decode: Literal["cpu", "gpu"] = "cpu"
+    # Keep each decoded training image in its worker's memory after the first epoch (CPU
+    # decode): identical batches, less worker CPU. For small datasets (memory: H*W*3 bytes per
+    # image per worker).
+    cache_decoded: bool = False
 
 
 @dataclass
@@ -120,6 +124,10 @@ class LossConfig:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     ce_weight: float = 1.0
     label_smoothing: float = 0.1
+    # Replay the Sparse Pairwise loss's forward + backward from a CUDA graph (one launch for
+    # ~120 small kernels; adasp.losses.graphed). CUDA only, eager elsewhere. Prepared, not yet
+    # measured on a GPU.
+    cuda_graph: bool = False
 
 
 @dataclass
@@ -133,6 +141,9 @@ class OptimConfig:
     bias_weight_decay: float | None = None  # None: same as weight_decay
     grad_clip: float = 0.0  # max gradient norm; 0 disables
     fused: bool = True  # fused (one-kernel) Adam/AdamW/SGD steps on CUDA; ignored elsewhere
+    # Fused Adam/AdamW on CPU parameters too: about 4x faster updates, equal to the per-tensor
+    # step up to float rounding (not bit for bit), so off unless asked for.
+    fused_cpu: bool = False
 
 
 @dataclass
@@ -165,6 +176,12 @@ class TrainConfig:
     # A rank that does not answer a collective for this long (stopped, stuck, its node lost)
     # ends the run on every rank with one line naming it, instead of a silent wait.
     ddp_timeout_s: float = 300.0
+    # torch intra-op threads of the training process (None: torch's default, one per core);
+    # on few cores shared with the loader workers fewer can be faster (benchmarks/training_cpu.py)
+    intra_op_threads: int | None = None
+    # Keep freed large host blocks for the next step instead of unmapping them (glibc): the
+    # same values, ~10x fewer page faults per CPU step (adasp.engine.cpu_speed)
+    reuse_host_memory: bool = False
 
 
 @dataclass

@@ -44,6 +44,7 @@ from adasp.engine.checkpoint import (
     save_checkpoint,
 )
 from adasp.engine.config import ExperimentConfig, config_from_dict, save_config
+from adasp.engine.cpu_speed import apply_cpu_settings
 from adasp.engine.distributed import (
     DistributedContext,
     barrier,
@@ -419,6 +420,7 @@ class Trainer:
 
         torch.manual_seed(config.train.seed)
         set_deterministic(config.train.deterministic, ctx.device)
+        apply_cpu_settings(config.train.intra_op_threads, config.train.reuse_host_memory)
         dataset = builders.build_datasets(config.data)
         if train_loader is None:
             train_loader = builders.build_train_loader(config, dataset, ctx.rank, ctx.world_size)

@@ -23,7 +23,7 @@ import torch
 
 from adasp.errors import UserInputError
 from adasp.evaluation.inputs import as_ids, as_tensor, check_choice, resolve_chunk_size
-from adasp.evaluation.match_ranks import match_ranks
+from adasp.evaluation.match_ranks import LOCATE_METHODS, match_ranks
 
 #: Average-precision variants; see :func:`evaluate_ranking`.
 AP_MODES = ("standard", "trapezoid")
@@ -55,6 +55,9 @@ class RankingEvaluator:
         ap_mode: ``"standard"`` or ``"trapezoid"`` (see :func:`evaluate_ranking`).
         junk_pid: gallery identity removed from every ranking (Market's -1); None keeps all.
         device: where the gallery labels live; distance blocks are moved there.
+        locate: how weak models' rankings are searched (:func:`match_ranks`): ``"keys"``
+            (default, faster) or ``"grid"`` (the earlier method, kept to compare); the
+            results are identical.
     """
 
     def __init__(
@@ -67,12 +70,14 @@ class RankingEvaluator:
         ap_mode: str = "standard",
         junk_pid: int | None = -1,
         device: torch.device | str | None = None,
+        locate: str = "keys",
     ) -> None:
         if isinstance(max_rank, bool) or not isinstance(max_rank, (int, np.integer)):
             raise UserInputError(f"max_rank must be a positive integer; got {max_rank!r}")
         if max_rank < 1:
             raise UserInputError(f"max_rank must be a positive integer; got {max_rank}")
         self.ap_mode = check_choice(ap_mode, AP_MODES, "ap_mode")
+        self.locate = check_choice(locate, LOCATE_METHODS, "locate")
         self.max_rank = int(max_rank)
         self.camera_filter = bool(camera_filter)
         if device is None and isinstance(g_pids, torch.Tensor):
@@ -135,6 +140,7 @@ class RankingEvaluator:
             self._pid_order,
             self._junk_cols,
             self.camera_filter,
+            self.locate,
         )
         ap, inp, first = _metrics_from_ranks(ranks, num_matches, self.ap_mode)
         valid = ~torch.isnan(ap)
