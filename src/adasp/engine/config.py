@@ -157,8 +157,11 @@ class TrainConfig:
     eval_every: int = 10  # epochs; 0 evaluates only at the end
     checkpoint_every_iters: int = 0  # also checkpoint mid-epoch; 0: at the end of each epoch
     log_every: int = 20  # iterations; loss values are read from the device only then
-    measure_harmful_pairs: bool = False  # needs a dataset with harmful marks (synthetic)
     ddp_static_graph: bool = False  # DDP static_graph=True: faster, needs a fixed graph
+    tensorboard: bool = True  # also log to RUN/tensorboard
+    # Callbacks from adasp.engine.CALLBACKS, in order: a name, or {name: {option: value}}, e.g.
+    # [ema, {keep_best: {metric: rank1}}, {precise_bn: {batches: 20}}, mlflow, harmful_pairs].
+    callbacks: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -352,12 +355,24 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
+def upgrade_config_dict(data: dict[str, Any]) -> dict[str, Any]:
+    """Keys of older adasp versions in today's form (the one place they are translated):
+    ``train.measure_harmful_pairs: true`` (adasp 0.1) is the ``harmful_pairs`` callback."""
+    train = data.get("train")
+    if isinstance(train, dict) and "measure_harmful_pairs" in train:
+        data = copy.deepcopy(data)
+        train = data["train"]
+        if train.pop("measure_harmful_pairs"):
+            train["callbacks"] = [*train.get("callbacks", []), "harmful_pairs"]
+    return data
+
+
 def load_config(
     path: str | Path | None = None, overrides: list[str] | None = None
 ) -> ExperimentConfig:
     """Load, override and validate a configuration (defaults only when ``path`` is None)."""
     data = read_yaml_with_bases(resolve_config_path(path)) if path is not None else {}
-    data = apply_overrides(data, list(overrides or []))
+    data = upgrade_config_dict(apply_overrides(data, list(overrides or [])))
     config = from_dict(ExperimentConfig, data)
     validate_config(config)
     return config
@@ -365,7 +380,7 @@ def load_config(
 
 def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
     """Build and validate a configuration from a plain dict (e.g. one saved in a checkpoint)."""
-    config = from_dict(ExperimentConfig, data)
+    config = from_dict(ExperimentConfig, upgrade_config_dict(data))
     validate_config(config)
     return config
 
@@ -510,6 +525,10 @@ def validate_config(config: ExperimentConfig) -> None:
     _require(
         t.checkpoint_every_iters >= 0, "config key 'train.checkpoint_every_iters' must be >= 0"
     )
+    from adasp.engine.callbacks import parse_callback_spec
+
+    for index, spec in enumerate(t.callbacks):
+        parse_callback_spec(spec, index)
     _require(e.max_rank >= 1, f"config key 'eval.max_rank' must be >= 1, got {e.max_rank}")
     _require(
         e.k1 >= 1 and e.k2 >= 1,

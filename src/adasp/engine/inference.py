@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from adasp.engine.builders import build_reid_model
-from adasp.engine.checkpoint import load_checkpoint, model_state_from_checkpoint
+from adasp.engine.checkpoint import model_state_from_checkpoint, read_model_state
 from adasp.engine.config import ExperimentConfig, config_from_dict, load_config
 from adasp.errors import UserInputError
 
@@ -22,7 +22,8 @@ def resolve_run_config(
 
     Returns the config and the loaded checkpoint (None without one).
     """
-    checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None
+    # Version-checked: a newer adasp's file or a foreign one is refused in one line.
+    checkpoint = read_model_state(checkpoint_path) if checkpoint_path else None
     if config_path is not None:
         return load_config(config_path, overrides), checkpoint
     if checkpoint is not None and isinstance(checkpoint.get("config"), dict):

@@ -1,4 +1,5 @@
-"""A run's logs: JSON lines (one object per event) and TensorBoard scalars, on rank 0 only."""
+"""A run's log: JSON lines, one object per event (the :class:`~adasp.engine.callbacks.JsonlLogger`
+callback writes it on rank 0)."""
 
 from __future__ import annotations
 
@@ -12,38 +13,19 @@ from adasp.utils.atomic import atomic_write_text
 
 
 class RunLog:
-    """Appends events to ``OUT/log.jsonl`` and scalars to TensorBoard under ``OUT/tensorboard``.
+    """Appends events to a JSON-lines file.
 
     Args:
-        output_dir: the run folder.
-        enabled: False on non-main ranks (then every call is a no-op).
-        tensorboard: also write TensorBoard event files.
+        path: the log file (``RunFolder.log``).
         resume_step: the step a resumed run continues after; later events are dropped.
     """
 
-    def __init__(
-        self,
-        output_dir: str | Path,
-        enabled: bool = True,
-        tensorboard: bool = True,
-        resume_step: int | None = None,
-    ):
-        self.enabled = enabled
-        self.path = Path(output_dir) / "log.jsonl"
-        self._writer = None
-        if enabled:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if resume_step is not None:
-                self._drop_after(resume_step)
-            self._handle = self.path.open("a", encoding="utf-8")
-            if tensorboard:
-                from torch.utils.tensorboard import SummaryWriter
-
-                # purge_step drops the events a killed run wrote after its last checkpoint.
-                self._writer = SummaryWriter(
-                    log_dir=str(Path(output_dir) / "tensorboard"),
-                    purge_step=None if resume_step is None else resume_step + 1,
-                )
+    def __init__(self, path: str | Path, resume_step: int | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None:
+            self._drop_after(resume_step)
+        self._handle = self.path.open("a", encoding="utf-8")
 
     def _drop_after(self, step: int) -> None:
         """Keep only the events up to ``step``: a resumed run logs the later ones again.
@@ -72,20 +54,10 @@ class RunLog:
         atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
 
     def event(self, kind: str, step: int, **values: Any) -> None:
-        """Log one event: a JSON line, and each numeric value as ``kind/name`` in TensorBoard."""
-        if not self.enabled:
-            return
+        """Log one event as a JSON line ``{"event": kind, "step": step, "time": ..., **values}``."""
         record = {"event": kind, "step": step, "time": round(time.time(), 3), **values}
         self._handle.write(json.dumps(record, default=float) + "\n")
         self._handle.flush()
-        if self._writer is not None:
-            for name, value in values.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self._writer.add_scalar(f"{kind}/{name}", value, step)
 
     def close(self) -> None:
-        if not self.enabled:
-            return
         self._handle.close()
-        if self._writer is not None:
-            self._writer.close()

@@ -86,13 +86,14 @@ def harmful_table(manifest: dict[str, Any], rows: list[dict[str, Any]]) -> str |
     keys = [
         k
         for k in ("triplet", "sp-h", "sp-lh", "adasp", "all")
-        if any(f"harmful/{k}" in r for r in rows)
+        if any(f"harmful_pairs/{k}" in r for r in rows)
     ]
     if not keys:
         return None
     grid_keys = [a["key"] for a in manifest["grid"]]
     body = [
-        [*(r[k] for k in grid_keys), *(_pct(r.get(f"harmful/{k}")) for k in keys)] for r in rows
+        [*(r[k] for k in grid_keys), *(_pct(r.get(f"harmful_pairs/{k}")) for k in keys)]
+        for r in rows
     ]
     return format_table(grid_keys + [f"harmful % {k}" for k in keys], body, markdown=True)
 
