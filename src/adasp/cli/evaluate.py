@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from adasp.engine.builders import build_evaluator
     from adasp.engine.distributed import init_distributed, shutdown_distributed
     from adasp.engine.inference import build_inference_model, resolve_run_config
+    from adasp.engine.run_folder import RunFolder
     from adasp.evaluation.results import metrics_by_test_set, write_metrics
     from adasp.evaluation.tables import titled_results_table
 
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
                 return 0
             out = Path(args.output)
             metrics = metrics_by_test_set(results)
-            write_metrics(out / "metrics.json", metrics, checkpoint=args.checkpoint)
+            write_metrics(RunFolder(out).metrics, metrics, checkpoint=args.checkpoint)
             title = "trained model" if args.checkpoint else "untrained model (no checkpoint)"
             print(titled_results_table(metrics, f"evaluation of the {title}"))
             if args.visualize > 0:
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
                 print(
                     f"wrote {len(paths) - 1} ranked lists to {out / 'ranked_lists'} and {paths[-1]}"
                 )
-            print(f"metrics: {out / 'metrics.json'}")
+            print(f"metrics: {RunFolder(out).metrics}")
         finally:
             if ctx is not None:
                 shutdown_distributed()

@@ -69,3 +69,18 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str:
             if a.get(key) != b.get(key):
                 return _first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else key)
     return f"{path}: saved {a!r}, now {b!r}"
+
+
+def resume_message(folder: Path, state: Any, evaluation_changed: bool) -> str:
+    """What a resumed run tells the user (``state``: the loaded
+    :class:`~adasp.engine.training_state.RunState`)."""
+    again = "writing its results again"
+    if evaluation_changed:
+        again = "evaluating it again with the changed evaluation settings"
+    where = (
+        f"the run had finished its {state.epoch} epochs; {again}"
+        if state.finished
+        else f"continuing at epoch {state.epoch + 1}, batch {state.batches_done} "
+        f"(step {state.step})"
+    )
+    return f"resumed {folder}: {where}"

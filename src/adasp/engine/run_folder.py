@@ -23,6 +23,7 @@ import shutil
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from adasp.engine.distributed import DistributedContext, broadcast_object
 from adasp.errors import UserInputError
@@ -352,6 +353,28 @@ PosixPath('runs/q/model_ema.pt'))
     def process_output(self) -> Path:
         """A run's stdout and stderr when a sweep trains it in a child process."""
         return self.path / PROCESS_OUTPUT_NAME
+
+    def start(self, config: Any | None, *, replace: bool) -> None:
+        """Make the folder ready for a run that starts writing: the previous run removed when
+        ``replace`` (``--overwrite``), the folder created, the resolved config written."""
+        if replace:
+            self.remove_outputs()
+        self.path.mkdir(parents=True, exist_ok=True)
+        if config is not None:
+            from adasp.engine.config import save_config
+
+            save_config(config, self.config)
+
+    def present(self) -> list[str]:
+        """The run outputs present, by name (folders end in ``/``)."""
+        names = [
+            *(n for n in (METRICS_NAME, MODEL_NAME) if (self.path / n).exists()),
+            *(p.name for p in self.variant_models() if p.exists()),
+            *(f"{n}/" for n in (CHECKPOINTS_DIR,) if (self.path / n).exists()),
+            *(n for n in (LOG_NAME,) if (self.path / n).exists()),
+            *(f"{n}/" for n in (TENSORBOARD_DIR, MLFLOW_DIR) if (self.path / n).exists()),
+        ]
+        return names
 
     def is_finished(self) -> bool:
         return self.metrics.exists()

@@ -8,22 +8,16 @@ theirs (``train.callbacks`` or ``Trainer(..., callbacks=[...])``). :meth:`Traine
 builds every part from an :class:`~adasp.engine.config.ExperimentConfig` and takes any part
 passed in instead.
 
-The run folder's files are named by :class:`~adasp.engine.run_folder.RunFolder`. Checkpoints
-hold everything needed to resume (model, optimiser, AMP scaler, sampler position, RNG states,
-evaluation history, every callback's state); augmentation is seeded per sample, so a run killed
-at any moment and resumed replays exactly what the uninterrupted run would have done (on CPU,
-bit for bit).
-
-The step never waits for the device: loss values and the divergence check stay on the device
-(:class:`~adasp.engine.loss_meter.LossMeter`) and the host reads them every ``log_every``
-steps, before a checkpoint and at the end of an epoch.
+The run folder's files are named by :class:`~adasp.engine.run_folder.RunFolder`; a checkpoint
+(:mod:`~adasp.engine.training_checkpoint`) holds everything needed to resume bit for bit (on
+CPU). The step never waits for the device: losses and the divergence check stay there
+(:class:`~adasp.engine.loss_meter.StepLosses`) until a log step, a checkpoint or an epoch end.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,50 +26,34 @@ import torch
 from torch import nn
 
 from adasp.engine.callbacks import Callback, CallbackList
-from adasp.engine.callbacks.core import leading_callbacks, trailing_callbacks
-from adasp.engine.checkpoint import (
-    CHECKPOINT_KIND,
-    ModelFile,
-    capture_rng_state,
-    format_tag,
-    read_versioned,
-    remove_stale_temporaries,
-    restore_rng_state,
-    save_checkpoint,
-    write_model_file,
-)
-from adasp.engine.config import ExperimentConfig, save_config
-from adasp.engine.distributed import (
-    DistributedContext,
-    barrier,
-    broadcast_object,
-    gather_objects,
-    init_distributed,
-)
-from adasp.engine.loss_meter import LossMeter
+from adasp.engine.callbacks.core import evaluate_and_record, leading_callbacks, trailing_callbacks
+from adasp.engine.checkpoint import ModelFile, save_checkpoint, write_model_file
+from adasp.engine.config import ExperimentConfig
+from adasp.engine.distributed import DistributedContext, barrier, broadcast_object, init_distributed
+from adasp.engine.loss_meter import StepLosses, diverged_message
 from adasp.engine.parts import DeviceBatches, Evaluating, Objective, ResumableBatches, TrainBatches
-from adasp.engine.resume import check_resume_config
 from adasp.engine.run_folder import RunFolder, RunFolderLock
 from adasp.engine.schedule import LRSchedule
+from adasp.engine.training_checkpoint import read_resume_checkpoint as read_resume
+from adasp.engine.training_checkpoint import restore_training_checkpoint as restore
+from adasp.engine.training_checkpoint import training_checkpoint
 from adasp.engine.training_state import (
     EvaluationRecord,
     RunState,
     StepOutputs,
     TrainingDiverged,
     TrainingSettings,
+    amp_settings,
 )
 from adasp.errors import UserInputError
 from adasp.evaluation.results import (
-    METRIC_NAMES,
     TestSetResult,
-    metrics_by_test_set,
     metrics_document,
-    write_metrics,
 )
-from adasp.evaluation.tables import titled_results_table
 from adasp.models import unwrap_model
+from adasp.utils.atomic import atomic_write_json
 
-__all__ = ["Trainer", "TrainingDiverged", "TrainingSettings", "metrics_table"]
+__all__ = ["Trainer", "TrainingDiverged", "TrainingSettings"]
 
 
 class Trainer:
@@ -163,18 +141,17 @@ class Trainer:
                     *trailing_callbacks(settings, progress, self.ctx.is_main),
                 ]
             )
-            self.amp, self.amp_dtype = _amp_settings(settings.amp, self.ctx.device)
+            self.amp, self.amp_dtype = amp_settings(settings.amp, self.ctx.device)
             self.scaler = torch.amp.GradScaler(
                 "cuda", enabled=self.amp and self.amp_dtype == torch.float16
             )
             self.state = RunState()
             self.history: list[EvaluationRecord] = []
-            self._resumed_sampler: dict[str, Any] | None = None
-            self._evaluation_changed = False
-            self._meter: LossMeter | None = None
-            self._step_counter = torch.zeros((), dtype=torch.int64, device=self.ctx.device)
+            self.resumed_sampler: dict[str, Any] | None = None
+            self.evaluation_changed = False
+            self.losses = StepLosses(self.ctx.device)
             if resume and broadcast_object(self.run_folder.has_checkpoint(), self.ctx):
-                self._load(self._read_resume_checkpoint())
+                restore(self, read_resume(self))
         except BaseException:
             self.close()
             raise
@@ -217,65 +194,13 @@ class Trainer:
             raise
 
     # ------------------------------------------------------------------------ checkpoints
-    def _read_resume_checkpoint(self) -> dict[str, Any]:
-        """The checkpoint to resume from, checked against the config (rank 0 cleans up)."""
-        if self.ctx.is_main:
-            remove_stale_temporaries(self.run_folder.checkpoint)
-        barrier(self.ctx)
-        checkpoint = read_versioned(self.run_folder.checkpoint, (CHECKPOINT_KIND,))
-        if checkpoint.get("config") is not None and self.config is not None:
-            self._evaluation_changed = check_resume_config(
-                checkpoint["config"], self.config, self.output_dir
-            )
-        return checkpoint
-
     def save_checkpoint(self) -> None:
         """Write ``checkpoints/last.pt`` (every rank takes part: RNG states are gathered)."""
         self.read_losses()  # never checkpoint a diverged model
-        loader_state = getattr(self.train_loader, "state_dict", None)
-        state = {
-            "format": format_tag(CHECKPOINT_KIND),
-            "config": self.config.to_dict() if self.config is not None else None,
-            "num_classes": int(getattr(self.model, "num_classes", 0)),
-            "model": unwrap_model(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            **vars(self.state),
-            "sampler": loader_state(self.state.batches_done) if loader_state else {},
-            "rng": gather_objects(capture_rng_state(), self.ctx),
-            "history": [record.as_dict() for record in self.history],
-            "callbacks": self.callbacks.state_dict(),
-        }
+        state = training_checkpoint(self)
         if self.ctx.is_main:
             save_checkpoint(self.run_folder.checkpoint, state)
         barrier(self.ctx)
-
-    def _load(self, ckpt: dict[str, Any]) -> None:
-        unwrap_model(self.model).load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        if ckpt["scaler"]:  # empty when the run started without fp16 loss scaling
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.state = RunState(ckpt["epoch"], ckpt["batches_done"], ckpt["step"], ckpt["finished"])
-        if not isinstance(self.train_loader, ResumableBatches):
-            # A plain loader restarts the interrupted epoch, so its steps are taken again.
-            self.state.step -= self.state.batches_done
-            self.state.batches_done = 0
-        self._resumed_sampler = ckpt["sampler"]
-        self.history = [EvaluationRecord.from_dict(r) for r in ckpt["history"]]
-        self.callbacks.load_state_dict(ckpt["callbacks"])
-        rng = ckpt["rng"]
-        restore_rng_state(rng[self.ctx.rank] if self.ctx.rank < len(rng) else rng[0])
-        if self.ctx.is_main:
-            again = "writing its results again"
-            if self._evaluation_changed:
-                again = "evaluating it again with the changed evaluation settings"
-            s = self.state
-            where = (
-                f"the run had finished its {s.epoch} epochs; {again}"
-                if s.finished
-                else f"continuing at epoch {s.epoch + 1}, batch {s.batches_done} (step {s.step})"
-            )
-            print(f"resumed {self.output_dir}: {where}", file=sys.stderr)
 
     # ---------------------------------------------------------------------------- training
     def fit(self) -> dict[str, Any]:
@@ -287,21 +212,17 @@ class Trainer:
         self._lock.acquire()  # held since construction, unless close() was called
         try:
             if self.ctx.is_main:
-                if self._overwrite:
-                    self.run_folder.remove_outputs()
-                    self._overwrite = False
-                self.output_dir.mkdir(parents=True, exist_ok=True)
-                if self.config is not None:
-                    save_config(self.config, self.run_folder.config)
+                self.run_folder.start(self.config, replace=self._overwrite)
+                self._overwrite = False
                 if self.summary:
                     print(self.summary, file=sys.stderr)
-            self._call("on_fit_start")
-            reevaluate = self.state.finished and self._evaluation_changed
+            self.call("on_fit_start")
+            reevaluate = self.state.finished and self.evaluation_changed
             while self.state.epoch < self.settings.epochs:
                 self._train_epoch()
                 epoch = self.state.epoch + 1
                 self.state = RunState(epoch, 0, self.state.step, epoch == self.settings.epochs)
-                self._call("on_epoch_end")
+                self.call("on_epoch_end")
             if reevaluate and self.history:
                 # A finished run resumed with other evaluation settings: its results must
                 # match the config.yaml written above, so the last evaluation is redone.
@@ -310,32 +231,33 @@ class Trainer:
                 self.save_checkpoint()
             if self.ctx.is_main:
                 self.write_model(self.run_folder.model)
-            self._call("on_fit_end")
-            metrics = self._final_metrics()
+            self.call("on_fit_end")
+            metrics = self.final_metrics()
             if self.ctx.is_main and metrics:
                 # Written last: a run with metrics.json is complete (sweeps rely on it).
-                write_metrics(self.run_folder.metrics, self.history[-1].test_sets, **self._fields())
+                atomic_write_json(self.run_folder.metrics, metrics)
             return metrics
         finally:
-            self._call("teardown")
+            self.call("teardown")
             self.close()
 
-    def _call(self, event: str, *args: Any) -> None:
+    def call(self, event: str, *args: Any) -> None:
+        """Call every callback's ``event`` in order."""
         for callback in self.callbacks:
             getattr(callback, event)(self, *args)
 
     def _train_epoch(self) -> None:
         if isinstance(self.train_loader, ResumableBatches):
             self.train_loader.set_epoch(self.state.epoch, self.state.batches_done)
-            if self.state.batches_done and self._resumed_sampler:
-                self.train_loader.load_state_dict(self._resumed_sampler)
-        self._resumed_sampler = None
+            if self.state.batches_done and self.resumed_sampler:
+                self.train_loader.load_state_dict(self.resumed_sampler)
+        self.resumed_sampler = None
         self.net.train()
-        self._call("on_epoch_start")
+        self.call("on_epoch_start")
         for batch in self.train_loader:
             step = self.train_step(batch)
             self.state.batches_done += 1
-            self._call("on_step_end", step)
+            self.call("on_step_end", step)
 
     def images_of(self, batch: dict[str, Any]) -> torch.Tensor:
         """The batch's images on the device in the configured memory format (a loader with
@@ -363,15 +285,14 @@ class Trainer:
             total, parts = self.objective(outputs, pids)
         except ValueError as error:
             if "NaN or Inf" in str(error):  # a loss's own input check (library objectives)
-                raise TrainingDiverged(self._diverged(str(error), self._where())) from None
+                raise TrainingDiverged(
+                    diverged_message(str(error), self._where(), self.run_folder.checkpoint)
+                ) from None
             raise UserInputError(f"{self._where()}: {error}") from None
-        if self._meter is None:
-            self._meter = LossMeter(list(parts), self.ctx.device)
-        self._step_counter += 1
-        self._meter.add(parts, total, self._step_counter)
+        self.losses.add(parts, total)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
-        self._call("on_after_backward")
+        self.call("on_after_backward")
         if self.settings.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
@@ -382,44 +303,16 @@ class Trainer:
 
     def read_losses(self) -> dict[str, float]:
         """The loss terms' means since the last read, in one host transfer (the only place the
-        loop waits for the device).
-
-        Raises:
-            TrainingDiverged: a step since the start had a NaN or infinite loss.
-        """
-        if self._meter is None:
-            return {}
-        reading = self._meter.read()
-        if reading.first_bad_step is not None:
-            # The meter counts this process's steps from 1; state.step counts all of them.
-            step = self.state.step - int(self._step_counter) + reading.first_bad_step
-            iteration = self.state.batches_done - (self.state.step - step)
-            terms = reading.bad_terms or ("total",)
-            what = "the loss is not finite: " + ", ".join(
-                f"term {t!r} = {reading.bad_values[t]}" for t in terms
-            )
-            where = (
-                f"training stopped at epoch {self.state.epoch + 1}, iteration {iteration} of "
-                f"{self.iters_per_epoch} (global step {step})"
-            )
-            raise TrainingDiverged(self._diverged(what, where))
-        return reading.means
+        loop waits for the device). Raises :class:`TrainingDiverged` after a non-finite loss."""
+        return self.losses.read(self.state, self.iters_per_epoch, self.run_folder.checkpoint)
 
     def _where(self) -> str:
-        s = self.state
-        return (
-            f"training stopped at epoch {s.epoch + 1}, iteration {s.batches_done + 1} of "
-            f"{self.iters_per_epoch} (global step {s.step + 1})"
-        )
-
-    def _diverged(self, what: str, where: str) -> str:
-        path = self.run_folder.checkpoint
-        keep = f"the last good checkpoint is {path}" if path.exists() else "no checkpoint yet"
-        return f"{where}: {what}; {keep}. Lower optim.lr, enable optim.grad_clip or check the data"
+        s, n = self.state, self.iters_per_epoch
+        return f"training stopped at epoch {s.epoch + 1}, iteration {s.batches_done + 1} of {n} (global step {s.step + 1})"
 
     def log(self, kind: str, step: int, **values: Any) -> None:
         """A log event for the loggers (``train``, ``eval``, ``eval/<test set>``...)."""
-        self._call("on_log", kind, step, values)
+        self.call("on_log", kind, step, values)
 
     # -------------------------------------------------------------------------- evaluation
     def evaluate(self, model: nn.Module | None = None) -> list[TestSetResult]:
@@ -435,34 +328,16 @@ class Trainer:
         return list(self.evaluator.evaluate(net, self.ctx.device, progress=self.progress))
 
     def evaluate_and_record(self, epoch: int) -> None:
-        """Evaluate, let the callbacks add to the record, log it and keep it in the history."""
-        self._call("on_evaluation_start")
-        results = self.evaluate()
-        if not results:
-            return
-        record = EvaluationRecord(epoch, self.state.step, metrics_by_test_set(results))
-        self._call("on_evaluation_end", record)
-        self.history.append(record)
-        self.log_results("eval", epoch, results)
-        if self.ctx.is_main and epoch < self.settings.epochs:  # the last is the run's result
-            print(titled_results_table(record.test_sets, f"evaluation after epoch {epoch}"),
-                  file=sys.stderr)  # fmt: skip
+        """Evaluate, let the callbacks add to the record, log it and keep it in the history
+        (:func:`~adasp.engine.callbacks.core.evaluate_and_record`)."""
+        evaluate_and_record(self, epoch)
 
-    def log_results(self, kind: str, epoch: int, results: Sequence[TestSetResult]) -> None:
-        """``kind`` events for the main test set, ``kind/<name>`` for the others."""
-        for index, result in enumerate(results):
-            name = kind if index == 0 else f"{kind}/{result.name}"
-            self.log(name, self.state.step, epoch=epoch,
-                     **{k: result.metrics[k] for k in METRIC_NAMES})  # fmt: skip
-
-    def _fields(self) -> dict[str, Any]:
+    def final_metrics(self) -> dict[str, Any]:
+        """What ``metrics.json`` holds: the last evaluation, with its callbacks' sections."""
+        if not self.history:
+            return {}
         last = self.history[-1]  # the last epoch is always evaluated before it is saved
-        return {"epoch": last.epoch, **last.extras}
-
-    def _final_metrics(self) -> dict[str, Any]:
-        return (
-            metrics_document(self.history[-1].test_sets, **self._fields()) if self.history else {}
-        )
+        return metrics_document(last.test_sets, epoch=last.epoch, **last.extras)
 
     def write_model(self, path: Path, model: nn.Module | None = None) -> None:
         """Write a model file of ``model`` (default: the trained one) with the run's config."""
@@ -470,21 +345,3 @@ class Trainer:
         config = self.config.to_dict() if self.config is not None else None
         num_classes = int(getattr(unwrap_model(self.model), "num_classes", 0))
         write_model_file(path, ModelFile(weights, config, num_classes))
-
-
-def _amp_settings(amp: str, device: torch.device) -> tuple[bool, torch.dtype]:
-    if amp == "none":
-        return False, torch.float32
-    if device.type != "cuda":
-        warnings.warn(f"amp={amp!r} needs a GPU; training in float32 on {device}", stacklevel=3)
-        return False, torch.float32
-    return True, torch.bfloat16 if amp == "bf16" else torch.float16
-
-
-def metrics_table(metrics: dict[str, Any], markdown: bool = False) -> str:
-    """The final table of a run's ``metrics.json`` content."""
-    from adasp.evaluation.results import read_metrics
-
-    return titled_results_table(
-        read_metrics(metrics), f"results after epoch {metrics['epoch']}", markdown
-    )

@@ -3,6 +3,7 @@ a step produced, and the divergence error."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -133,3 +134,13 @@ class StepOutputs:
     total: torch.Tensor
     parts: dict[str, torch.Tensor]
     lr_factor: float
+
+
+def amp_settings(amp: str, device: torch.device) -> tuple[bool, torch.dtype]:
+    """Whether to autocast, and to which dtype (``amp`` needs CUDA: float32 elsewhere, warned)."""
+    if amp == "none":
+        return False, torch.float32
+    if device.type != "cuda":
+        warnings.warn(f"amp={amp!r} needs a GPU; training in float32 on {device}", stacklevel=3)
+        return False, torch.float32
+    return True, torch.bfloat16 if amp == "bf16" else torch.float16

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from adasp.engine.callbacks.base import Callback
-from adasp.engine.training_state import StepOutputs, TrainingSettings
+from adasp.engine.training_state import EvaluationRecord, StepOutputs, TrainingSettings
+from adasp.evaluation.results import METRIC_NAMES, TestSetResult, metrics_by_test_set
+from adasp.evaluation.tables import titled_results_table
 
 if TYPE_CHECKING:
     from adasp.engine.trainer import Trainer
@@ -158,6 +160,31 @@ class Checkpointer(Callback):
 
     def on_epoch_end(self, trainer: Trainer) -> None:
         trainer.save_checkpoint()
+
+
+def evaluate_and_record(trainer: Trainer, epoch: int) -> None:
+    """Evaluate the trainer's model; the callbacks see the record (and may add to its extras)
+    before it is logged (``eval`` events) and kept in ``trainer.history``; the results table
+    is printed, except after the last epoch (whose table is the run's result)."""
+    trainer.call("on_evaluation_start")
+    results = trainer.evaluate()
+    if not results:
+        return
+    record = EvaluationRecord(epoch, trainer.state.step, metrics_by_test_set(results))
+    trainer.call("on_evaluation_end", record)
+    trainer.history.append(record)
+    log_results(trainer, "eval", epoch, results)
+    if trainer.ctx.is_main and epoch < trainer.settings.epochs:
+        table = titled_results_table(record.test_sets, f"evaluation after epoch {epoch}")
+        print(table, file=sys.stderr)
+
+
+def log_results(trainer: Trainer, kind: str, epoch: int, results: Sequence[TestSetResult]) -> None:
+    """``kind`` log events for the main test set's metrics, ``kind/<name>`` for the others."""
+    for index, result in enumerate(results):
+        name = kind if index == 0 else f"{kind}/{result.name}"
+        metrics = {k: result.metrics[k] for k in METRIC_NAMES}
+        trainer.log(name, trainer.state.step, epoch=epoch, **metrics)
 
 
 def leading_callbacks(settings: TrainingSettings) -> list[Callback]:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from adasp.engine.callbacks.base import CALLBACKS, Callback
+from adasp.engine.callbacks.core import log_results
 from adasp.engine.training_state import EvaluationRecord, StepOutputs
 from adasp.evaluation.results import metrics_by_test_set, metrics_document
 from adasp.models import unwrap_model
@@ -68,7 +69,7 @@ class EMA(Callback):
         results = trainer.evaluate(self.model)
         if results:
             record.extras["ema"] = metrics_document(metrics_by_test_set(results))
-            trainer.log_results("eval/ema", record.epoch, results)
+            log_results(trainer, "eval/ema", record.epoch, results)
 
     def on_fit_end(self, trainer: Trainer) -> None:
         if self.model is not None and trainer.ctx.is_main:

@@ -13,6 +13,7 @@ from, so every step is logged once.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -76,7 +77,7 @@ class TensorBoardLogger(Callback):
     """Scalars ``<event>/<name>`` per step in ``RUN/tensorboard``, the resolved config as text
     (``config``), and at the end the hyper-parameters with the final metrics."""
 
-    name = "tensorboard"
+    name = "tensorboard_logger"
 
     def __init__(self) -> None:
         self._writer: Any = None
@@ -154,6 +155,10 @@ class MLflowLogger(Callback):
         from mlflow.tracking import MlflowClient
 
         uri = self.tracking_uri or trainer.run_folder.mlflow.resolve().as_uri()
+        if uri.startswith("file:"):
+            # MLflow 3 refuses a file store unless this opt-out is set; a file store is what
+            # the user asked for (or the default, inside the run folder).
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         self._client = MlflowClient(tracking_uri=uri)
         found = self._client.get_experiment_by_name(self.experiment)
         experiment_id = (
