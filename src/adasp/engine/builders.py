@@ -100,7 +100,8 @@ def build_train_loader(
             max(1, len(pids) // cfg.batch_size) if cfg.epoch_length == "images" else None
         ),
     )
-    loader, augmentation = TrainLoader, build_transforms(cfg)[0]
+    loader: type[TrainLoader] = TrainLoader
+    augmentation: Any = build_transforms(cfg)[0]
     if cfg.decode == "gpu":
         loader = GPUDecodeTrainLoader
         augmentation = BatchAugmentation(
@@ -193,12 +194,13 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer
     Call it after the model is on its device: Adam and AdamW use the fused CUDA kernel when
     ``optim.fused`` is on and every parameter is on a GPU.
     """
-    weights, biases = [], []
+    weights: list[nn.Parameter] = []
+    biases: list[nn.Parameter] = []
     for name, param in model.named_parameters():
         if param.requires_grad:
             (biases if _is_no_decay(name, param) else weights).append(param)
     bias_decay = cfg.weight_decay if cfg.bias_weight_decay is None else cfg.bias_weight_decay
-    groups = [
+    groups: list[dict[str, Any]] = [
         {"params": weights, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
         {"params": biases, "lr": cfg.lr * cfg.bias_lr_factor, "weight_decay": bias_decay},
     ]

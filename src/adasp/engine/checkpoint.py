@@ -36,7 +36,8 @@ from adasp.utils.atomic import atomic_write_with
 def capture_rng_state() -> dict[str, Any]:
     """The Python, NumPy and torch (CPU and CUDA) RNG states, in types ``weights_only`` accepts."""
     # The legacy global generator is what third-party augmentation code draws from.
-    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # noqa: NPY002
+    assert not isinstance(keys, str)
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": {

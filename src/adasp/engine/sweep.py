@@ -63,7 +63,8 @@ class GridAxis:
 
 def _split_values(text: str) -> list[str]:
     """Split on commas outside brackets, so ``[128,64],[256,128]`` gives two values."""
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    depth, current = 0, list[str]()
     for char in text:
         if char in "[{(":
             depth += 1

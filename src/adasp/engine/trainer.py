@@ -276,7 +276,7 @@ class Trainer:
         pids = batch["pid"]
         if not getattr(self.objective, "accepts_host_labels", False):
             pids = pids.to(self.ctx.device, non_blocking=True)
-        autocast = contextlib.nullcontext()
+        autocast: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         if self.amp:
             autocast = torch.autocast(device_type=self.ctx.device.type, dtype=self.amp_dtype)
         with autocast:

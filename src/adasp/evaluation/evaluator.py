@@ -59,7 +59,7 @@ class Evaluator:
     ) -> None:
         self.test_sets = list(test_sets)
         self.transform = transform
-        self.metric_options = {
+        self.metric_options: dict[str, Any] = {
             "metric": metric,
             "max_rank": max_rank,
             "ap_mode": ap_mode,
@@ -113,15 +113,15 @@ class Evaluator:
                 (for pictures of ranked lists); only on rank 0.
         """
         main = distributed_rank() == 0
-        results = []
+        results: list[TestSetResult] = []
         for name, dataset in self.test_sets:
 
             def embed(samples: Sequence[Any], _name: str = name) -> torch.Tensor:
                 return self.embed(model, samples, device, progress and main, f"embedding {_name}")
 
-            results.append(
-                run_protocol(dataset, name, embed, self.metric_options, main, keep_details)
-            )
+            result = run_protocol(dataset, name, embed, self.metric_options, main, keep_details)
+            if result is not None:  # None on ranks other than 0
+                results.append(result)
         metrics = broadcast_from_main([r.metrics for r in results] if main else None)
         if main:
             return results

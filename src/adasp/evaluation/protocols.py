@@ -131,7 +131,7 @@ Embedder = Callable[[Sequence[Any]], torch.Tensor]
 """Embeds samples in order: ``embed(samples) -> (N, D)`` (collective under DDP)."""
 
 #: Dataset name -> protocol; datasets not registered use :func:`single_split_protocol`.
-PROTOCOLS: Registry[Callable[..., TestSetResult]] = Registry("protocol")
+PROTOCOLS: Registry[Callable[..., TestSetResult | None]] = Registry("protocol")
 
 
 def _arrays(samples: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:

@@ -76,7 +76,7 @@ def _search_faiss(
     if metric == "cosine":
         q = torch.nn.functional.normalize(q, dim=1)
         g = torch.nn.functional.normalize(g, dim=1)
-        index = faiss.IndexFlatIP(g.shape[1])
+        index: Any = faiss.IndexFlatIP(g.shape[1])
     else:
         index = faiss.IndexFlatL2(g.shape[1])
     index.add(np.ascontiguousarray(g.numpy()))

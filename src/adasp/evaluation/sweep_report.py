@@ -153,7 +153,11 @@ def _plot_drop_bars(manifest, rows, metric: str, path: Path, errors: bool = Fals
             row_values = [lookup.get((*combo, v), {}).get(metric) for v in last["values"]]
             best = max(v for v in row_values if isinstance(v, (int, float)))
             x = i + (j - (len(last["values"]) - 1) / 2) * width
-            std = 100 * _finite(lookup[(*combo, value)].get(f"{metric}_std")) if errors else 0.0
+            std = (
+                100 * _finite(lookup.get((*combo, value), {}).get(f"{metric}_std"))
+                if errors
+                else 0.0
+            )
             ax.bar(
                 x,
                 100 * y,

@@ -7,6 +7,7 @@ identity and same camera, and the junk identity -1) are left out, as in the metr
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -114,7 +115,9 @@ def save_ranked_lists(
         raise UserInputError(f"topk must be >= 1 and num_queries >= 0; got {topk}, {num_queries}")
     if query_indices is None:
         count = min(num_queries, num_q)
-        chosen = np.unique(np.linspace(0, num_q - 1, count).round().astype(int)) if count else []
+        chosen: Any = (
+            np.unique(np.linspace(0, num_q - 1, count).round().astype(int)) if count else []
+        )
     else:
         chosen = [int(i) for i in query_indices]
         if any(i < 0 or i >= num_q for i in chosen):
@@ -152,7 +155,7 @@ def save_ranked_lists(
             draw.multiline_text((x, GAP + cell_h + 1), text, fill=(0, 0, 0), font=font)
             x += cell_w + GAP + (2 * GAP if index == 0 else 0)  # wider gap after the query
         target = out / f"query_{query:05d}.png"
-        atomic_write_with(target, lambda handle, image=canvas: image.save(handle, format="PNG"))
+        atomic_write_with(target, functools.partial(_save_png, canvas))
         written.append(target)
     return written
 
@@ -191,3 +194,7 @@ def plot_cmc(
     target = Path(path)
     save_figure(figure, target)
     return target
+
+
+def _save_png(image: Any, handle: Any) -> None:
+    image.save(handle, format="PNG")

@@ -45,15 +45,19 @@ class Callback(Protocol):
 
     def on_fit_start(self, trainer: Trainer) -> None:
         """The run folder is ready; a resumed run's states are loaded."""
+        return None
 
     def on_epoch_start(self, trainer: Trainer) -> None:
         """Before the first (or, when resumed mid-epoch, the next) batch of an epoch."""
+        return None
 
     def on_after_backward(self, trainer: Trainer) -> None:
         """Gradients are computed, the optimiser has not stepped (e.g. to drop gradients)."""
+        return None
 
     def on_step_end(self, trainer: Trainer, step: StepOutputs) -> None:
         """The optimiser stepped; ``trainer.state.step`` and ``batches_done`` count it."""
+        return None
 
     def train_log_values(self, trainer: Trainer) -> dict[str, float]:
         """Extra values for the ``train`` log line of this log step (a host read is fine)."""
@@ -61,21 +65,27 @@ class Callback(Protocol):
 
     def on_log(self, trainer: Trainer, kind: str, step: int, values: Mapping[str, Any]) -> None:
         """A log event (``train``, ``eval``, ``eval/<test set>``...) with its values."""
+        return None
 
     def on_epoch_end(self, trainer: Trainer) -> None:
         """After the last batch of an epoch (``trainer.state.epoch`` epochs are done)."""
+        return None
 
     def on_evaluation_start(self, trainer: Trainer) -> None:
         """Before the model is evaluated (e.g. to recompute BatchNorm statistics)."""
+        return None
 
     def on_evaluation_end(self, trainer: Trainer, record: EvaluationRecord) -> None:
         """After an evaluation; add sections to ``record.extras`` to report them."""
+        return None
 
     def on_fit_end(self, trainer: Trainer) -> None:
         """The last epoch is trained and evaluated; write final files here."""
+        return None
 
     def teardown(self, trainer: Trainer) -> None:
         """Always called when ``fit`` returns or fails: close files, release resources."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         """What a resume needs to continue exactly (tensors and plain values)."""
@@ -83,6 +93,7 @@ class Callback(Protocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output."""
+        return None
 
 
 def state_key(callback: Callback, taken: set[str]) -> str:
@@ -153,11 +164,10 @@ def parse_callback_spec(spec: Any, index: int) -> tuple[str, dict[str, Any]]:
     """
     key = f"train.callbacks[{index}]"
     if isinstance(spec, str):
-        name, options = spec, {}
+        name, given = spec, None
     elif isinstance(spec, Mapping) and len(spec) == 1:
-        name, options = next(iter(spec.items()))
-        options = {} if options is None else options
-        if not isinstance(options, Mapping):
+        name, given = next(iter(spec.items()))
+        if given is not None and not isinstance(given, Mapping):
             raise ConfigError(f"config key '{key}': the options of {name!r} must be a mapping")
     else:
         raise ConfigError(
@@ -168,7 +178,7 @@ def parse_callback_spec(spec: Any, index: int) -> tuple[str, dict[str, Any]]:
             f"config key '{key}': unknown callback {name!r}; allowed: {', '.join(CALLBACKS)} "
             "(or register yours with adasp.engine.CALLBACKS and --plugin)"
         )
-    return str(name), dict(options)
+    return str(name), dict(given or {})
 
 
 def build_callback(name: str, options: Mapping[str, Any], context: CallbackContext) -> Callback:

@@ -58,8 +58,8 @@ class EMA(Callback):
         decay = min(self.decay, (1 + t) / (10 + t)) if self.warmup else self.decay
         source = unwrap_model(trainer.model)
         with torch.no_grad():
-            ema = [p for p in self.model.parameters()]
-            now = [p.detach() for p in source.parameters()]
+            ema: list[torch.Tensor] = list(self.model.parameters())
+            now: list[torch.Tensor] = [p.detach() for p in source.parameters()]
             torch._foreach_lerp_(ema, now, 1.0 - decay)
             for mine, theirs in zip(self.model.buffers(), source.buffers(), strict=True):
                 mine.copy_(theirs)
