@@ -87,7 +87,7 @@ class ModelConfig:
     backbone: str = "resnet50"
     pretrained: str | None = None  # None, "imagenet" or a path to a local weights file
     last_stride: int = 1
-    pooling: Literal["avg", "max", "gem"] = "avg"
+    pooling: str = "avg"  # avg, max, gem, or a name registered in adasp.models.POOLINGS
     gem_p: float = 3.0
     neck: Literal["bnneck", "none"] = "bnneck"
     neck_feat: Literal["before", "after"] = "after"
@@ -625,6 +625,13 @@ def _validate_model(m: ModelConfig) -> None:
         f"config key 'model.backbone': unknown backbone {m.backbone!r}; allowed: "
         + ", ".join(BACKBONES.names())
         + ", or timm:<model name>",
+    )
+    from adasp.models import POOLINGS
+
+    _require(
+        m.pooling in POOLINGS,
+        f"config key 'model.pooling': unknown pooling {m.pooling!r}; allowed: "
+        + ", ".join(POOLINGS),
     )
     _require(
         m.last_stride in (1, 2),

@@ -99,8 +99,11 @@ def _mgn_head(backbone: nn.Module, num_classes: int, **kwargs: Any) -> nn.Module
     )
 
 
-#: Backbone ``head_type`` -> head builder.
-HEADS: dict[str, Callable[..., nn.Module]] = {"global": _global_head, "mgn": _mgn_head}
+#: Backbone ``head_type`` -> head builder ``(backbone, num_classes, **model options)``; a
+#: backbone with a ``head_type`` attribute gets that head (default ``"global"``).
+HEADS: Registry[Callable[..., nn.Module]] = Registry("head")
+HEADS.register("global", _global_head)
+HEADS.register("mgn", _mgn_head)
 
 
 def _pretrained_choice(pretrained: Any) -> str | os.PathLike | None:
@@ -163,7 +166,7 @@ def build_model(
     options = dict(backbone_options or {})
     net = build_backbone(backbone, last_stride=last_stride, **options)
     head_type = getattr(net, "head_type", "global")
-    head = HEADS[head_type](
+    head = HEADS.get(head_type)(
         net,
         num_classes,
         pooling=pooling,
