@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                 from adasp.evaluation.visual_results import write_visual_results
 
                 paths = write_visual_results(
-                    results[0], out, args.visualize, args.topk, **evaluator.metric_options
+                    results[0], out, args.visualize, args.topk, **evaluator.ranking.keywords()
                 )
                 print(
                     f"wrote {len(paths) - 1} ranked lists to {out / 'ranked_lists'} and {paths[-1]}"

@@ -59,18 +59,11 @@ def build_evaluator(
     """The :class:`~adasp.evaluation.Evaluator` of ``eval.*`` on the configured test sets."""
     from adasp.evaluation.evaluator import Evaluator
 
-    e = config.eval
     return Evaluator(
         test_sets if test_sets is not None else build_test_sets(config.data),
         build_transforms(config.data)[1],
-        metric=e.metric,
-        max_rank=e.max_rank,
-        ap_mode=e.ap_mode,
-        rerank=e.rerank,
-        k1=e.k1,
-        k2=e.k2,
-        lambda_value=e.lambda_value,
-        flip=e.flip,
+        ranking=config.eval.ranking(),
+        flip=config.eval.flip,
         batch_size=config.data.test_batch_size,
         num_workers=config.data.num_workers,
         channels_last=config.model.channels_last,

@@ -22,6 +22,7 @@ import yaml
 
 from adasp.engine.typed_config import ConfigError, first_non_finite, from_dict, to_dict
 from adasp.errors import MissingPathError
+from adasp.evaluation.options import EvaluationOptions
 from adasp.utils.checks import check_float
 from adasp.utils.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
@@ -164,16 +165,8 @@ class TrainConfig:
     callbacks: list[Any] = field(default_factory=list)
 
 
-@dataclass
-class EvalConfig:
-    metric: Literal["cosine", "euclidean"] = "cosine"
-    max_rank: int = 50
-    ap_mode: Literal["standard", "trapezoid"] = "standard"
-    rerank: bool = False
-    k1: int = 20
-    k2: int = 6
-    lambda_value: float = 0.3
-    flip: bool = False  # average the embeddings of the image and its mirror
+#: The ``eval`` section is the evaluation package's own options (see adasp.evaluation.options).
+EvalConfig = EvaluationOptions
 
 
 @dataclass
@@ -186,7 +179,7 @@ class ExperimentConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    eval: EvaluationOptions = field(default_factory=EvaluationOptions)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -529,15 +522,7 @@ def validate_config(config: ExperimentConfig) -> None:
 
     for index, spec in enumerate(t.callbacks):
         parse_callback_spec(spec, index)
-    _require(e.max_rank >= 1, f"config key 'eval.max_rank' must be >= 1, got {e.max_rank}")
-    _require(
-        e.k1 >= 1 and e.k2 >= 1,
-        f"config keys 'eval.k1', 'eval.k2' must be >= 1, got {e.k1}, {e.k2}",
-    )
-    _require(
-        0 <= e.lambda_value <= 1,
-        f"config key 'eval.lambda_value' must be in [0, 1], got {e.lambda_value}",
-    )
+    e.check("eval.", ConfigError)
     # Every float field is finite (the checks above name the range of those that have one).
     found = first_non_finite(config)
     if found is not None:

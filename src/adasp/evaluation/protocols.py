@@ -23,6 +23,7 @@ import torch
 
 from adasp.errors import UserInputError
 from adasp.evaluation.features import evaluate_features
+from adasp.evaluation.options import RankingOptions
 from adasp.evaluation.results import (
     DrawsMetrics,
     RankingMetrics,
@@ -144,7 +145,7 @@ def single_split_protocol(
     dataset: Any,
     name: str,
     embed: Embedder,
-    options: Mapping[str, Any],
+    options: RankingOptions,
     compute: bool = True,
     keep_details: bool = False,
 ) -> TestSetResult | None:
@@ -153,7 +154,7 @@ def single_split_protocol(
     Args:
         dataset: a :class:`~adasp.data.ReIDDataset` (its ``camera_filter`` decides the
             same-camera rule).
-        options: keywords of :func:`evaluate_features` (``metric``, ``rerank``, ...).
+        options: how the embeddings are ranked and scored.
         compute: False (DDP ranks other than 0) only takes part in the embedding; returns None.
         keep_details: keep the full result, the embeddings and the dataset in ``details``.
     """
@@ -171,7 +172,7 @@ def single_split_protocol(
         q_camids,
         g_camids,
         camera_filter=dataset.camera_filter,
-        **options,
+        **options.keywords(),
     )
     details = SplitDetails(result, features, dataset) if keep_details else None
     return TestSetResult(name, RankingMetrics.from_result(result), details)
@@ -182,7 +183,7 @@ def vehicleid_protocol(
     dataset: Any,
     name: str,
     embed: Embedder,
-    options: Mapping[str, Any],
+    options: RankingOptions,
     compute: bool = True,
     keep_details: bool = False,
 ) -> TestSetResult | None:
@@ -200,7 +201,9 @@ def vehicleid_protocol(
     seed = dataset.options.get("seed", 0)
     draws = [vehicleid_trial_split(test, trial, seed) for trial in range(VEHICLEID_TRIALS)]
     pids, camids = _arrays(test)
-    metrics = evaluate_draws(features, pids, camids, draws, camera_filter=False, **options)
+    metrics = evaluate_draws(
+        features, pids, camids, draws, camera_filter=False, **options.keywords()
+    )
     return TestSetResult(name, metrics)
 
 
@@ -208,7 +211,7 @@ def run_protocol(
     dataset: Any,
     name: str,
     embed: Embedder,
-    options: Mapping[str, Any],
+    options: RankingOptions,
     compute: bool = True,
     keep_details: bool = False,
 ) -> TestSetResult | None:

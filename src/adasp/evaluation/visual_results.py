@@ -30,7 +30,7 @@ def write_visual_results(
 
     Needs a single-split result evaluated with ``keep_details=True`` (its ``details`` hold
     the embeddings, the metric result and the dataset). The metric options are those the
-    result was computed with (e.g. ``**evaluator.metric_options``), so the pictures show the
+    result was computed with (e.g. ``**evaluator.ranking.keywords()``), so the pictures show the
     ranking the metrics saw.
 
     Raises:
