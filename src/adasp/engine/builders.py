@@ -145,12 +145,7 @@ def build_reid_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
         num_classes,
         last_stride=cfg.last_stride,
         pretrained=cfg.pretrained,
-        pooling=cfg.pooling,
-        gem_p=cfg.gem_p,
-        neck=cfg.neck,
-        neck_feat=cfg.neck_feat,
-        embedding_dim=cfg.embedding_dim,
-        dropout=cfg.dropout,
+        head=cfg.head(),
         backbone_options=dict(cfg.backbone_options),
     )
 

@@ -23,6 +23,7 @@ import yaml
 from adasp.engine.typed_config import ConfigError, first_non_finite, from_dict, to_dict
 from adasp.errors import MissingPathError
 from adasp.evaluation.options import EvaluationOptions
+from adasp.models.options import HeadOptions
 from adasp.utils.checks import check_float
 from adasp.utils.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
@@ -82,18 +83,13 @@ class DataConfig:
 
 
 @dataclass
-class ModelConfig:
-    """Backbone and head (see :func:`adasp.models.build_model`)."""
+class ModelConfig(HeadOptions):
+    """Backbone and head (see :func:`adasp.models.build_model`): the head's fields are the
+    models package's :class:`~adasp.models.options.HeadOptions`."""
 
     backbone: str = "resnet50"
     pretrained: str | None = None  # None, "imagenet" or a path to a local weights file
     last_stride: int = 1
-    pooling: str = "avg"  # avg, max, gem, or a name registered in adasp.models.POOLINGS
-    gem_p: float = 3.0
-    neck: Literal["bnneck", "none"] = "bnneck"
-    neck_feat: Literal["before", "after"] = "after"
-    embedding_dim: int = 0  # 0: no reduction
-    dropout: float = 0.0
     backbone_options: dict[str, Any] = field(default_factory=dict)  # e.g. zero_init_residual
     channels_last: bool = False
     compile: bool = False

@@ -16,6 +16,7 @@ from adasp.models.head import BNNeck, GlobalHead, check_neck_options
 from adasp.models.ibn import resnet18_ibn_a, resnet34_ibn_a, resnet50_ibn_a, resnet101_ibn_a
 from adasp.models.mgn import MGNHead, build_mgn
 from adasp.models.mobilenet import mobilenet_v2
+from adasp.models.options import HeadOptions
 from adasp.models.pooling import build_pooling
 from adasp.models.reid_model import ReIDModel
 from adasp.models.resnet import resnet18, resnet34, resnet50, resnet101, resnet152
@@ -129,6 +130,7 @@ def build_model(
     embedding_dim: int = 0,
     dropout: float = 0.0,
     backbone_options: Mapping[str, Any] | None = None,
+    head: HeadOptions | None = None,
 ) -> ReIDModel:
     """Build a re-identification model.
 
@@ -150,6 +152,8 @@ def build_model(
         backbone_options: extra keyword options of the backbone builder, e.g.
             ``{"zero_init_residual": True}`` for ResNets trained from scratch,
             ``{"global_stride": 1}`` for MGN, or ``timm.create_model`` options for timm.
+        head: the head options as one object (an experiment config's ``model`` section);
+            when given, it replaces ``pooling`` ... ``dropout``.
 
     Returns:
         A :class:`ReIDModel` in training mode, on the CPU.
@@ -158,6 +162,9 @@ def build_model(
         UserInputError: an invalid name or value (the message lists the allowed ones), or
             pretrained weights that cannot be read or do not fit.
     """
+    if head is not None:  # the options object (as a config passes it) replaces the keywords
+        pooling, gem_p, neck, neck_feat = head.pooling, head.gem_p, head.neck, head.neck_feat
+        embedding_dim, dropout = head.embedding_dim, head.dropout
     check_neck_options(num_classes, embedding_dim, neck, neck_feat, dropout)
     if last_stride not in (1, 2):
         raise UserInputError(f"last_stride must be 1 or 2, got {last_stride!r}")
