@@ -41,7 +41,7 @@ class HarmfulPairMonitor:
     @classmethod
     def for_dataset(cls, dataset: Any, temperature: float = 0.04) -> HarmfulPairMonitor:
         """A monitor for ``dataset.train`` using its ``harmful`` marks."""
-        marked: frozenset[str] = getattr(dataset, "harmful", frozenset())
+        marked: frozenset[str] = dataset.marks.get("harmful", frozenset())
         if not marked:
             raise UserInputError(
                 f"the harmful_pairs callback needs a dataset that marks harmful images; "
