@@ -11,6 +11,9 @@ and plots above are drawn over the other axes with mean ± std over seeds (error
 ``summary.csv`` / ``summary.md`` hold each cell's mean, std and number of seeds, plus, with a
 baseline cell, the paired per-seed differences and their 95 % t-intervals
 (:mod:`adasp.evaluation.seed_statistics`). A sweep without a seed axis is reported per run.
+
+Over 500 lines on purpose: the tables, plots and seed statistics are one report over the same
+rows and axis layout; split, each part would re-derive the layout.
 """
 
 from __future__ import annotations
