@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             model = build_inference_model(config, checkpoint, ctx.device, args.checkpoint)
             evaluator = build_evaluator(config)
             results = evaluator.evaluate(
-                model, ctx.device, progress=ctx.is_main, keep_details=args.visualize > 0
+                model, ctx.device, ctx.is_main, args.visualize > 0, ranks=ctx.ranks
             )
             if not ctx.is_main:
                 return 0

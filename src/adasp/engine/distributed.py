@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 
 from adasp.errors import UserInputError
-from adasp.utils.distributed import broadcast_from_main
+from adasp.utils.distributed import ProcessRanks, broadcast_from_main
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,11 @@ class DistributedContext:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+    @property
+    def ranks(self) -> ProcessRanks:
+        """Rank and world size, as the library's sharded code takes them."""
+        return ProcessRanks(self.rank, self.world_size)
 
 
 def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
@@ -54,16 +59,10 @@ def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
     return resolved
 
 
-def resolve_rank() -> int:
-    """This process's rank as torchrun describes it (0 for a plain process), known before the
-    process group is joined."""
-    return int(os.environ.get("RANK", "0"))
-
-
 def init_distributed(device: str | None = "auto") -> DistributedContext:
     """Join the process group described by torchrun, or make a group of one."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    described = ProcessRanks.current()  # torchrun's description, before joining
+    rank, world_size = described.rank, described.world_size
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     resolved = resolve_device(device, local_rank)
     if world_size > 1 and not dist.is_initialized():

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from adasp.evaluation.results import TestSetResult
+from adasp.utils.distributed import ProcessRanks
 
 
 @runtime_checkable
@@ -56,5 +57,10 @@ class Evaluating(Protocol):
     """Evaluates a model on the run's test sets (an :class:`~adasp.evaluation.Evaluator`)."""
 
     def evaluate(
-        self, model: nn.Module, device: torch.device | str, progress: bool = False
+        self,
+        model: nn.Module,
+        device: torch.device | str,
+        progress: bool = False,
+        keep_details: bool = False,
+        ranks: ProcessRanks | None = None,
     ) -> Sequence[TestSetResult]: ...

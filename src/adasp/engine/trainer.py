@@ -325,7 +325,8 @@ class Trainer:
             for buffer in model.buffers():
                 torch.distributed.broadcast(buffer, 0)
         net = self.net if model is self.model else model
-        return list(self.evaluator.evaluate(net, self.ctx.device, progress=self.progress))
+        ranks = self.ctx.ranks  # the distributed context, passed explicitly
+        return list(self.evaluator.evaluate(net, self.ctx.device, self.progress, ranks=ranks))
 
     def evaluate_and_record(self, epoch: int) -> None:
         """Evaluate, let the callbacks add to the record, log it and keep it in the history

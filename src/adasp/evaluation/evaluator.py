@@ -19,7 +19,7 @@ from adasp.evaluation.extraction import extract_embeddings
 from adasp.evaluation.options import RankingOptions
 from adasp.evaluation.protocols import run_protocol
 from adasp.evaluation.results import TestSetResult
-from adasp.utils.distributed import broadcast_from_main, distributed_rank
+from adasp.utils.distributed import ProcessRanks, broadcast_from_main
 
 
 class Evaluator:
@@ -66,6 +66,7 @@ class Evaluator:
         device: torch.device | str,
         progress: bool = False,
         desc: str = "embedding",
+        ranks: ProcessRanks | None = None,
     ) -> torch.Tensor:
         """Embeddings ``(N, D)`` (CPU, float32) of ``samples`` with this evaluator's options."""
         bar = _progress_bar(len(samples), desc) if progress else None
@@ -80,6 +81,7 @@ class Evaluator:
                 flip=self.flip,
                 channels_last=self.channels_last,
                 progress=bar.update if bar is not None else None,
+                ranks=ranks,
             )
         finally:
             if bar is not None:
@@ -91,19 +93,26 @@ class Evaluator:
         device: torch.device | str,
         progress: bool = False,
         keep_details: bool = False,
+        ranks: ProcessRanks | None = None,
     ) -> list[TestSetResult]:
         """One :class:`TestSetResult` per test set, in order (on every DDP rank).
 
         Args:
             keep_details: keep each single-split result's full result, embeddings and dataset
                 (for pictures of ranked lists); only on rank 0.
+            ranks: this process's place in the group (the engine passes its own; default:
+                :meth:`~adasp.utils.distributed.ProcessRanks.current`). Rank 0 computes the
+                metrics; every rank embeds a shard.
         """
-        main = distributed_rank() == 0
+        ranks = ranks if ranks is not None else ProcessRanks.current()
+        main = ranks.is_main
         results: list[TestSetResult] = []
         for name, dataset in self.test_sets:
 
             def embed(samples: Sequence[Any], _name: str = name) -> torch.Tensor:
-                return self.embed(model, samples, device, progress and main, f"embedding {_name}")
+                return self.embed(
+                    model, samples, device, progress and main, f"embedding {_name}", ranks
+                )
 
             result = run_protocol(dataset, name, embed, self.ranking, main, keep_details)
             if result is not None:  # None on ranks other than 0
