@@ -73,6 +73,7 @@ LOSSES = [
     ["loss.name=ep"],
     ["loss.name=none"],
     ["train.callbacks=[harmful_pairs]"],
+    ["train.callbacks=[ema]"],
 ]
 
 
