@@ -20,11 +20,12 @@ demo: $(STAMP)
 	$(PY) -m adasp evaluate --config quickstart --output runs/quickstart-untrained
 	$(PY) -m adasp train --config quickstart --output runs/quickstart --resume
 
-# ruff, then every test, the slow ones too: tests/test_wheel.py builds the wheel offline,
+# ruff, mypy on src/ (config: [tool.mypy] in pyproject.toml), then every test, the slow ones too: tests/test_wheel.py builds the wheel offline,
 # installs it into a fresh venv and trains the quickstart preset from outside the checkout.
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
 # The inner loop: every test but the ones marked slow (training runs, subprocesses, DDP, the
@@ -36,6 +37,7 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix src tests benchmarks

@@ -37,7 +37,7 @@ def test_market_counts_relabelling_and_cameras(tmp_path):
     gallery = sorted((s.pid, s.camid) for s in data.gallery)
     assert gallery == [(0, 0), (0, 2), (3, 0), (3, 1), (5, 5)]  # distractors kept
     assert data.camera_filter is True
-    assert data.harmful == frozenset()
+    assert data.marks.get("harmful", frozenset()) == frozenset()
     assert all(os.path.isabs(s.path) for s in data.train + data.query + data.gallery)
 
 

@@ -63,12 +63,14 @@ def test_loaded_as_market_format_with_harmful(small_dataset):
         rows = list(csv.DictReader(handle))
     assert len(rows) == len(data.train) + len(data.query) + len(data.gallery)
     marked = {str(small_dataset.resolve() / r["path"]) for r in rows if r["harmful"] == "1"}
-    assert data.harmful == marked
+    assert data.marks.get("harmful", frozenset()) == marked
     listed = (small_dataset / "harmful.txt").read_text().split()
     assert len(listed) == len(marked)
     all_paths = {s.path for s in data.train + data.query + data.gallery}
-    assert data.harmful <= all_paths
-    assert not data.harmful & {s.path for s in data.query}  # queries are never cue-free
+    assert data.marks.get("harmful", frozenset()) <= all_paths
+    assert not data.marks.get("harmful", frozenset()) & {
+        s.path for s in data.query
+    }  # queries are never cue-free
 
 
 def test_every_query_has_a_cross_camera_match(small_dataset):
@@ -91,7 +93,7 @@ def test_identity_is_carried_by_visual_cues(small_dataset):
     """Tiny colour thumbnails of the person region already match identities far above chance
     (and far below perfection): the cues are learnable and the nuisances are real."""
     data = build_dataset("synthetic", small_dataset, **SMALL)
-    samples = [s for s in data.train if s.path not in data.harmful]
+    samples = [s for s in data.train if s.path not in data.marks.get("harmful", frozenset())]
     features = np.stack(
         [
             read_image(s.path)[:, 12:60, 8:24]
@@ -122,7 +124,7 @@ def test_cache_generates_once_under_a_key(tmp_path):
     assert os.listdir(cache) == [key]  # no temporary folder left
     stamp = (cache / key / "synthetic.json").stat().st_mtime_ns
     second = build_dataset("synthetic", cache, **SMALL)
-    assert second.train == first.train and second.harmful == first.harmful
+    assert second.train == first.train and second.marks == first.marks
     assert (cache / key / "synthetic.json").stat().st_mtime_ns == stamp
     other = build_dataset("synthetic", cache, **{**SMALL, "num_identities": 6})
     assert other.root != first.root and len(os.listdir(cache)) == 2

@@ -66,7 +66,7 @@ def test_presets_are_found_by_name():
         (["data.dataset=market"], "unknown dataset 'market' (did you mean 'market1501'"),
         (
             ["model.pooling=mean"],
-            "'model.pooling': 'mean' is not allowed; allowed: 'avg', 'max', 'gem'",
+            "'model.pooling': unknown pooling 'mean'; allowed: avg, max, gem",
         ),
         (["optim.lr=fast"], "'optim.lr': expected a number"),
         (["train.deterministic=1"], "'train.deterministic': expected true or false"),

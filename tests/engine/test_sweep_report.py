@@ -47,7 +47,7 @@ def test_loss_by_instances_sweep_reported_like_figure_s1(tmp_path, synthetic_roo
     out = tmp_path / "figure-s1"
     args = ["sweep", "--config", "quickstart", "--grid", "loss.name=sp-h,adasp,triplet",
             "--grid", "data.num_instances=2,4", "--output", str(out), *_overrides(synthetic_root),
-            "train.measure_harmful_pairs=true",
+            "train.callbacks=[harmful_pairs]",
             "data.options={num_identities: 16, images_per_identity: 8, image_size: [64, 32], "
             "harmful_fraction: 0.3}"]  # fmt: skip
     assert main(args) == 0
@@ -58,11 +58,11 @@ def test_loss_by_instances_sweep_reported_like_figure_s1(tmp_path, synthetic_roo
     bars = out / "plots" / "mAP_drop_by_data_num_instances.png"
     assert bars.read_bytes()[:4] == b"\x89PNG"
     rows = list(csv.DictReader((out / "results.csv").open()))
-    assert len(rows) == 6 and all(0 <= float(r["harmful/sp-h"]) <= 1 for r in rows)
+    assert len(rows) == 6 and all(0 <= float(r["harmful_pairs/sp-h"]) <= 1 for r in rows)
     # With 30% of the images cue-free, batches hold harmful pairs and batch-hard triplet,
     # which takes every anchor's hardest positive, selects some of them.
-    assert all(float(r["harmful/all"]) > 0 for r in rows)
-    assert any(float(r["harmful/triplet"]) > 0 for r in rows)
+    assert all(float(r["harmful_pairs/all"]) > 0 for r in rows)
+    assert any(float(r["harmful_pairs/triplet"]) > 0 for r in rows)
 
 
 @pytest.mark.slow

@@ -72,7 +72,8 @@ LOSSES = [
     ["loss.name=circle"],
     ["loss.name=ep"],
     ["loss.name=none"],
-    ["train.measure_harmful_pairs=true"],
+    ["train.callbacks=[harmful_pairs]"],
+    ["train.callbacks=[ema]"],
 ]
 
 
@@ -94,7 +95,7 @@ def test_mgn_step_queues_without_reading_the_device(tmp_path, synthetic_root):
 
 
 def test_only_log_steps_read_losses_and_they_read_once(tmp_path, synthetic_root):
-    trainer = _trainer(tmp_path, synthetic_root, "cpu", "train.measure_harmful_pairs=true")
+    trainer = _trainer(tmp_path, synthetic_root, "cpu", "train.callbacks=[harmful_pairs]")
     batches = iter(trainer.train_loader)
     trainer.train_step(next(batches))  # the first step builds the meter
     batch = next(batches)

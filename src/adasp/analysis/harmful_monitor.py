@@ -39,16 +39,16 @@ class HarmfulPairMonitor:
         self.steps = 0
 
     @classmethod
-    def for_dataset(cls, dataset: Any, loss_cfg: Any) -> HarmfulPairMonitor:
+    def for_dataset(cls, dataset: Any, temperature: float = 0.04) -> HarmfulPairMonitor:
         """A monitor for ``dataset.train`` using its ``harmful`` marks."""
-        marked = getattr(dataset, "harmful", frozenset())
+        marked: frozenset[str] = dataset.marks.get("harmful", frozenset())
         if not marked:
             raise UserInputError(
-                f"train.measure_harmful_pairs needs a dataset that marks harmful images; "
+                f"the harmful_pairs callback needs a dataset that marks harmful images; "
                 f"{dataset.name!r} has none (use --dataset synthetic)"
             )
         flags = torch.tensor([s.path in marked for s in dataset.train], dtype=torch.bool)
-        return cls(flags, loss_cfg.temperature)
+        return cls(flags, temperature)
 
     def observe(self, outputs: dict[str, Any], batch: dict[str, torch.Tensor], step: int) -> None:
         """Measure one batch from the model's training outputs and the loader's batch."""

@@ -94,32 +94,34 @@ def claim_output_file(path: str, what: str = "--output") -> OutputClaim:
     """Check, before any work, that the file ``path`` can be written and is none of a training
     run's own files; lock its folder when a run lives there (one writer per run folder).
     Release the claim when done."""
-    from adasp.engine.distributed import resolve_rank
     from adasp.engine.run_folder import (
         check_not_run_files,
         check_output_file,
         lock_if_run_folder,
         missing_folders,
     )
+    from adasp.utils.distributed import ProcessRanks
 
     check_not_run_files(path, what)
     created = missing_folders(Path(path).expanduser().parent)
     target = check_output_file(path, what)
-    return OutputClaim(lock_if_run_folder(target.parent, enabled=resolve_rank() == 0), created)
+    return OutputClaim(
+        lock_if_run_folder(target.parent, enabled=ProcessRanks.current().is_main), created
+    )
 
 
 def claim_output_dir(path: str, what: str = "--output") -> OutputClaim:
     """Create the folder ``path`` and check, before any work, that it can be written and holds
     no training run; lock it when a run lives there. Release the claim when done."""
-    from adasp.engine.distributed import resolve_rank
     from adasp.engine.run_folder import (
         check_not_run_files,
         lock_if_run_folder,
         missing_folders,
         prepare_output_dir,
     )
+    from adasp.utils.distributed import ProcessRanks
 
     check_not_run_files(path, what, folder=True)
     created = missing_folders(Path(path).expanduser())
     folder = prepare_output_dir(path, what)
-    return OutputClaim(lock_if_run_folder(folder, enabled=resolve_rank() == 0), created)
+    return OutputClaim(lock_if_run_folder(folder, enabled=ProcessRanks.current().is_main), created)

@@ -74,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
         if dataset.camera_filter
         else "no camera information: evaluation filters nothing by camera"
     )
-    if dataset.harmful:
-        notes.append(f"{len(dataset.harmful)} images marked harmful (no shared visual cue)")
+    for mark, paths in dataset.marks.items():
+        notes.append(f"{len(paths)} images marked {mark}")
     print("; ".join(notes))
     from adasp.data.duplicates import find_cross_split_duplicates
 

@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         inference_preprocessing,
         resolve_run_config,
     )
+    from adasp.engine.run_folder import RunFolder
     from adasp.errors import UserInputError
     from adasp.evaluation.query_results import KEPT_RANKS
     from adasp.evaluation.results import metrics_by_test_set, write_metrics
@@ -93,16 +94,20 @@ def run(args: argparse.Namespace) -> int:
             transform = inference_preprocessing(config, checkpoint).transform()
             evaluator = build_evaluator(config, transform=transform)
             results = evaluator.evaluate(
-                model, ctx.device, progress=ctx.is_main and show_progress(args), keep_details=True
+                model,
+                ctx.device,
+                progress=ctx.is_main and show_progress(args),
+                keep_details=True,
+                ranks=ctx.ranks,
             )
             if not ctx.is_main:
                 return 0
             out = Path(args.output)
             metrics = metrics_by_test_set(results)
-            write_metrics(out / "metrics.json", metrics, checkpoint=args.checkpoint)
+            write_metrics(RunFolder(out).metrics, metrics, checkpoint=args.checkpoint)
             title = "trained model" if args.checkpoint else "untrained model (no checkpoint)"
             print(titled_results_table(metrics, f"evaluation of the {title}"))
-            queries = write_query_results(out, results, str(evaluator.metric_options["metric"]))
+            queries = write_query_results(out, results, evaluator.ranking.metric)
             if args.visualize > 0 or args.visualize_worst > 0:
                 from adasp.evaluation.visual_results import write_visual_results
 
@@ -133,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
                     notes=f"{title}: {args.checkpoint}" if args.checkpoint else title,
                 )
                 print(f"results page: {page}")
-            print(f"metrics: {out / 'metrics.json'}")
+            print(f"metrics: {RunFolder(out).metrics}")
         finally:
             if ctx is not None:
                 shutdown_distributed()

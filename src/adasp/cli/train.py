@@ -41,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
 
     from adasp.engine.config import load_config
     from adasp.engine.distributed import rank_timeout_error, shutdown_distributed
-    from adasp.engine.trainer import Trainer, metrics_table
+    from adasp.engine.trainer import Trainer
+    from adasp.evaluation.results import read_metrics
+    from adasp.evaluation.tables import titled_results_table
 
     config = load_config(args.config, overrides_from(args))
     try:
@@ -55,10 +57,9 @@ def run(args: argparse.Namespace) -> int:
         )
         metrics = trainer.fit()
         if trainer.ctx.is_main:
-            print(metrics_table(metrics))
-            print(
-                f"outputs: {trainer.output_dir} (metrics.json, model.pt, checkpoints/, log.jsonl, tensorboard/)"
-            )
+            epoch = metrics["epoch"]
+            print(titled_results_table(read_metrics(metrics), f"results after epoch {epoch}"))
+            print(f"outputs: {trainer.output_dir} ({', '.join(trainer.run_folder.present())})")
     except RuntimeError as error:
         timeout = rank_timeout_error(error, config.train.ddp_timeout_s)
         if timeout is None:

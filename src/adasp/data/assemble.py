@@ -20,7 +20,7 @@ def assemble_dataset(
     gallery: list[Sample],
     *,
     camera_filter: bool = True,
-    harmful: frozenset[str] = frozenset(),
+    marks: Mapping[str, frozenset[str]] | None = None,
     options: Mapping[str, Any] | None = None,
     verify_images: bool = False,
     skip_unreadable: bool = False,
@@ -68,6 +68,6 @@ def assemble_dataset(
         query=list(query),
         gallery=list(gallery),
         camera_filter=camera_filter,
-        harmful=harmful,
+        marks=dict(marks or {}),
         options=dict(options or {}),
     )

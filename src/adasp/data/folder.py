@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from adasp.data.assemble import assemble_dataset
@@ -54,7 +55,7 @@ def image_camera(path: str) -> int | None:
 
 
 def samples_by_folder_rules(
-    items: list[tuple[str | None, str]], where: str
+    items: Sequence[tuple[str | None, str]], where: str
 ) -> tuple[list[Sample], bool]:
     """The samples of ``(identity folder name, image path)`` pairs read together, and whether
     their file names carry cameras.
@@ -83,7 +84,7 @@ def _identity_ids(names: set[str]) -> dict[str, int]:
 
 
 def _check_distinct_ids(
-    items: list[tuple[str | None, str]], pids: dict[str, int], where: str
+    items: Sequence[tuple[str | None, str]], pids: dict[str, int], where: str
 ) -> None:
     """Refuse two identity folders whose names are the same number (``052`` and ``52``):
     one id would silently merge two people."""
@@ -117,7 +118,7 @@ def _camera_ids(paths: list[str], where: str) -> tuple[dict[str, int], bool]:
     return {p: c for p, c in raw.items() if c is not None}, True
 
 
-def _check_not_identity_prefixed(items: list[tuple[str | None, str]], where: str) -> None:
+def _check_not_identity_prefixed(items: Sequence[tuple[str | None, str]], where: str) -> None:
     """Refuse names such as Market's ``0001_c1s1_...`` whose leading number is the identity:
     read as cameras they would filter every match out of the evaluation, silently."""
     prefixes: dict[str, set[int | None]] = {}

@@ -312,7 +312,8 @@ def resize_images(images: list[Tensor], size: tuple[int, int]) -> Tensor:
     """
     groups: dict[tuple[int, int], list[int]] = {}
     for i, image in enumerate(images):
-        groups.setdefault(tuple(image.shape[-2:]), []).append(i)
+        height, width = image.shape[-2:]
+        groups.setdefault((int(height), int(width)), []).append(i)
     parts = []
     for shape, positions in groups.items():
         part = torch.stack([images[i] for i in positions]).float()
@@ -366,7 +367,8 @@ class GPUDecodeTrainLoader(TrainLoader):
                 "JPEG files; the loader workers decode those on the CPU",
                 stacklevel=2,
             )
-        super().__init__(self.samples, sampler, augmentation, **kwargs)
+        # The batch augmentation runs on the device, not per image: the base class only keeps it.
+        super().__init__(self.samples, sampler, augmentation, **kwargs)  # type: ignore[arg-type]
 
     def make_dataset(self, samples: Sequence[Sample], augmentation: Any) -> Dataset:
         return EncodedImageDataset(samples, augmentation)

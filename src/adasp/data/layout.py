@@ -93,8 +93,10 @@ def scan_folder(folder: str | os.PathLike) -> FolderEntries:
     fail with "Too many levels of symbolic links") is neither an image nor a folder: it is
     returned in ``dead_links`` for the caller to report (see :func:`warn_dead_links`).
     """
-    images, folders, dead = [], [], []
-    with os.scandir(folder) as entries:
+    images: list[str] = []
+    folders: list[str] = []
+    dead: list[tuple[str, str]] = []
+    with os.scandir(os.fspath(folder)) as entries:
         for entry in entries:
             try:
                 if entry.is_dir():

@@ -36,8 +36,9 @@ class ReIDDataset:
         camera_filter: whether evaluation removes, for each query, the gallery items of the same
             identity *and* camera (the Market protocol). False for VehicleID and for ``folder``
             data whose file names carry no camera.
-        harmful: paths of images marked as sharing no visual cue with the other images of their
-            identity (filled for the synthetic set; empty for real benchmarks).
+        marks: named sets of image paths a dataset marks for studies (the synthetic set's
+            ``"harmful"``: images sharing no visual cue with the rest of their identity);
+            empty for real benchmarks.
         options: the options the dataset was built with (for logs and checkpoints).
     """
 
@@ -47,7 +48,7 @@ class ReIDDataset:
     query: list[Sample]
     gallery: list[Sample]
     camera_filter: bool = True
-    harmful: frozenset[str] = frozenset()
+    marks: Mapping[str, frozenset[str]] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
 
     @property

@@ -6,16 +6,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
-import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from adasp.errors import UserInputError
-
-
-def _distributed_rank_and_size() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+from adasp.utils.distributed import ProcessRanks
 
 
 def _positive_int(value: Any, name: str) -> int:
@@ -80,7 +74,8 @@ class PKSampler(Sampler[list[int]]):
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise UserInputError(f"PKSampler: seed must be a non-negative integer, got {seed!r}")
         self.seed = int(seed)
-        default_rank, default_world = _distributed_rank_and_size()
+        current = ProcessRanks.current()
+        default_rank, default_world = current.rank, current.world_size
         self.world_size = _positive_int(
             default_world if world_size is None else world_size, "world_size"
         )

@@ -56,6 +56,8 @@ GENERATOR_VERSION = 1
 
 MANIFEST_FILE = "synthetic.json"
 HARMFUL_FILE = "harmful.txt"
+#: The name of the cue-free images' set in ``ReIDDataset.marks``.
+HARMFUL_MARK = "harmful"
 IMAGES_FILE = "images.csv"
 IDENTITIES_FILE = "identities.json"
 SPLIT_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
@@ -372,7 +374,7 @@ def load_synthetic(
     """The synthetic dataset of these options, generated under the cache folder ``root`` on
     first use (``root`` may also be a generated dataset folder itself, if its options match).
 
-    ``harmful`` holds the absolute paths listed in ``harmful.txt``.
+    ``marks["harmful"]`` holds the absolute paths listed in ``harmful.txt``.
     """
     options = SyntheticOptions(
         num_identities,
@@ -410,7 +412,7 @@ def load_synthetic(
         train,
         query,
         gallery,
-        harmful=harmful,
+        marks={HARMFUL_MARK: harmful},
         options=options.to_dict(),
         verify_images=verify_images,
         skip_unreadable=skip_unreadable,

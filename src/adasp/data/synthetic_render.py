@@ -13,6 +13,9 @@ the Sparse Pairwise paper's analysis.
 
 Everything is drawn with PIL primitives and numpy array arithmetic, a few hundred microseconds
 per 128×64 image.
+
+Over 500 lines on purpose: one drawing procedure (attributes, cameras, body parts, occluders)
+whose parts share the same canvas conventions; it is data generation, off every hot path.
 """
 
 from __future__ import annotations

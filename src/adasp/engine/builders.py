@@ -62,18 +62,11 @@ def build_evaluator(
     with ``transform`` (a model file's preprocessing) or the configured test transform."""
     from adasp.evaluation.evaluator import Evaluator
 
-    e = config.eval
     return Evaluator(
         test_sets if test_sets is not None else build_test_sets(config.data),
         transform if transform is not None else build_transforms(config.data)[1],
-        metric=e.metric,
-        max_rank=e.max_rank,
-        ap_mode=e.ap_mode,
-        rerank=e.rerank,
-        k1=e.k1,
-        k2=e.k2,
-        lambda_value=e.lambda_value,
-        flip=e.flip,
+        ranking=config.eval.ranking(),
+        flip=config.eval.flip,
         batch_size=config.data.test_batch_size,
         num_workers=config.data.num_workers,
         channels_last=config.model.channels_last,
@@ -103,7 +96,8 @@ def build_train_loader(
             max(1, len(pids) // cfg.batch_size) if cfg.epoch_length == "images" else None
         ),
     )
-    loader, augmentation = TrainLoader, build_transforms(cfg)[0]
+    loader: type[TrainLoader] = TrainLoader
+    augmentation: Any = build_transforms(cfg)[0]
     if cfg.decode == "gpu":
         loader = GPUDecodeTrainLoader
         augmentation = BatchAugmentation(
@@ -155,13 +149,7 @@ def build_reid_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
         num_classes,
         last_stride=cfg.last_stride,
         pretrained=cfg.pretrained,
-        pooling=cfg.pooling,
-        gem_p=cfg.gem_p,
-        neck=cfg.neck,
-        neck_feat=cfg.neck_feat,
-        embedding_dim=cfg.embedding_dim,
-        dropout=cfg.dropout,
-        neck_activation=cfg.neck_activation,
+        head=cfg.head(),
         backbone_options=dict(cfg.backbone_options),
     )
 
@@ -203,12 +191,13 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer
     Call it after the model is on its device: Adam and AdamW use the fused CUDA kernel when
     ``optim.fused`` is on and every parameter is on a GPU.
     """
-    weights, biases = [], []
+    weights: list[nn.Parameter] = []
+    biases: list[nn.Parameter] = []
     for name, param in model.named_parameters():
         if param.requires_grad:
             (biases if _is_no_decay(name, param) else weights).append(param)
     bias_decay = cfg.weight_decay if cfg.bias_weight_decay is None else cfg.bias_weight_decay
-    groups = [
+    groups: list[dict[str, Any]] = [
         {"params": weights, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
         {"params": biases, "lr": cfg.lr * cfg.bias_lr_factor, "weight_decay": bias_decay},
     ]

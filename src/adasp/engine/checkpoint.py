@@ -1,5 +1,19 @@
-"""Checkpoints: written atomically, read with ``weights_only=True``, with the RNG state needed
-for an exact resume."""
+"""Checkpoints and model files: written atomically, read with ``weights_only=True``, with the RNG
+state needed for an exact resume, and a format version checked on read.
+
+Every file adasp writes holds ``"format": "<kind>-<version>"``: ``adasp-checkpoint-N`` for a
+training checkpoint (``checkpoints/last.pt``: everything a resume needs) and ``adasp-model-N``
+for a model file (``model.pt``, ``model_ema.pt``, ``best.pt``: weights, config, class count,
+and any extra fields, e.g. a preprocessing record). Reading (:func:`read_versioned`):
+
+- a file of a newer version than this adasp knows is refused, in one line naming the file and
+  both versions;
+- a file that is not an adasp file (no or another ``format``) is refused the same way; the
+  model readers accept a bare ``state_dict`` of tensors as weights only;
+- an older version is brought up to date by the one upgrade path: the functions registered
+  with :func:`upgrade` for ``(kind, version)``, applied in turn (``N -> N+1 -> ...``). A
+  format change bumps the version in :data:`FORMAT_VERSIONS` and registers its upgrade.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +21,8 @@ import errno
 import os
 import random
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +36,8 @@ from adasp.utils.atomic import atomic_write_with
 def capture_rng_state() -> dict[str, Any]:
     """The Python, NumPy and torch (CPU and CUDA) RNG states, in types ``weights_only`` accepts."""
     # The legacy global generator is what third-party augmentation code draws from.
-    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # noqa: NPY002
+    assert not isinstance(keys, str)
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": {
@@ -249,3 +266,173 @@ def check_same_training_set(
             f"identities, the training split now has {now}); restore the training images the run "
             "started with, or start a new run (another --output, or --overwrite)"
         )
+
+
+CHECKPOINT_KIND = "adasp-checkpoint"
+MODEL_KIND = "adasp-model"
+
+#: The version of each file kind this adasp writes (and the newest it reads).
+FORMAT_VERSIONS = {CHECKPOINT_KIND: 2, MODEL_KIND: 1}
+
+Upgrade = Callable[[dict[str, Any]], dict[str, Any]]
+_UPGRADES: dict[tuple[str, int], Upgrade] = {}
+
+
+def format_tag(kind: str) -> str:
+    """The ``format`` value this adasp writes for ``kind``, e.g. ``"adasp-checkpoint-2"``."""
+    return f"{kind}-{FORMAT_VERSIONS[kind]}"
+
+
+def parse_format(value: Any) -> tuple[str, int] | None:
+    """``("adasp-model", 1)`` for ``"adasp-model-1"``; None when it is not an adasp format."""
+    if not isinstance(value, str):
+        return None
+    kind, _, version = value.rpartition("-")
+    if kind not in FORMAT_VERSIONS or not version.isdigit():
+        return None
+    return kind, int(version)
+
+
+def upgrade(kind: str, version: int) -> Callable[[Upgrade], Upgrade]:
+    """Register the function that turns a ``kind`` file of ``version`` into ``version + 1``."""
+
+    def add(function: Upgrade) -> Upgrade:
+        _UPGRADES[(kind, version)] = function
+        return function
+
+    return add
+
+
+def upgrade_state(state: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """``state`` (a loaded adasp file) at the current version of its kind.
+
+    Raises:
+        UserInputError: not an adasp file, or a version newer than this adasp reads.
+    """
+    parsed = parse_format(state.get("format"))
+    if parsed is None:
+        raise UserInputError(
+            f"{path} is not an adasp file (format {state.get('format')!r}); give a model.pt or "
+            "checkpoint written by adasp train"
+        )
+    kind, version = parsed
+    current = FORMAT_VERSIONS[kind]
+    if version > current:
+        raise UserInputError(
+            f"{path} was written by a newer adasp (format {kind}-{version}; this adasp reads up "
+            f"to {kind}-{current}); upgrade adasp to read it"
+        )
+    while version < current:
+        state = _UPGRADES[(kind, version)](dict(state))
+        version += 1
+        state["format"] = f"{kind}-{version}"
+    return state
+
+
+def read_versioned(
+    path: str | Path, kinds: tuple[str, ...], map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """Load ``path`` (one of ``kinds``), check its version and upgrade it (module docstring).
+
+    Raises:
+        MissingPathError: no such file.
+        UserInputError: not an adasp file, another kind, or a newer version.
+    """
+    state = load_checkpoint(path, map_location)
+    if not isinstance(state, dict):
+        raise UserInputError(f"{path} is not an adasp file (it holds a {type(state).__name__})")
+    state = upgrade_state(state, path)
+    kind = state["format"].rpartition("-")[0]
+    if kind not in kinds:
+        raise UserInputError(
+            f"{path} is an {kind} file, not {' or '.join(kinds)}; give the right file"
+        )
+    return state
+
+
+@dataclass
+class ModelFile:
+    """The content of a model file (``model.pt`` and its variants).
+
+    Attributes:
+        weights: the model's ``state_dict``.
+        config: the experiment config (plain dict), or None for a model assembled by hand.
+        num_classes: training identities (the classifier's width; 0 without a classifier).
+        extra: any other fields, written and read back as they are (e.g. a preprocessing
+            record); a new field needs no change here.
+    """
+
+    weights: dict[str, Any]
+    config: dict[str, Any] | None = None
+    num_classes: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "format": format_tag(MODEL_KIND),
+            "config": self.config,
+            "num_classes": self.num_classes,
+            "model": self.weights,
+            **self.extra,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> ModelFile:
+        known = {"format", "config", "num_classes", "model"}
+        return cls(
+            state["model"],
+            state.get("config"),
+            int(state.get("num_classes", 0)),
+            {k: v for k, v in state.items() if k not in known},
+        )
+
+
+def write_model_file(path: str | Path, model_file: ModelFile) -> None:
+    """Write ``model_file`` atomically in the current model format."""
+    save_checkpoint(path, model_file.to_state())
+
+
+def read_model_state(path: str | Path) -> dict[str, Any]:
+    """A model file, a training checkpoint (its model part) or a bare ``state_dict``, as the
+    current model file's fields (``format``, ``config``, ``num_classes``, ``model``, extras).
+
+    Raises:
+        UserInputError: a file of a newer adasp, or neither an adasp file nor a state dict.
+    """
+    state = load_checkpoint(path)
+    if isinstance(state, dict) and "format" not in state and state:
+        if all(isinstance(v, torch.Tensor) for v in state.values()):
+            return ModelFile(state).to_state()  # bare weights
+    if not isinstance(state, dict):
+        raise UserInputError(f"{path} is not an adasp file (it holds a {type(state).__name__})")
+    state = upgrade_state(state, path)
+    if state["format"].startswith(CHECKPOINT_KIND):
+        # The plugins a checkpoint was trained with are named when a later command lacks them.
+        extra = {"plugins": state["plugins"]} if "plugins" in state else {}
+        model_file = ModelFile(
+            state["model"], state.get("config"), int(state["num_classes"]), extra
+        )
+        state = model_file.to_state()
+    return state
+
+
+def read_model_file(path: str | Path) -> ModelFile:
+    """:func:`read_model_state` as a :class:`ModelFile`."""
+    return ModelFile.from_state(read_model_state(path))
+
+
+@upgrade(CHECKPOINT_KIND, 1)
+def _checkpoint_1_to_2(state: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 keeps the callbacks' states (``callbacks``) and each evaluation's extra
+    sections (``extras``); version 1 had the harmful-pair monitor's in ``monitor`` and
+    ``harmful_pairs``."""
+    monitor = state.pop("monitor", None)
+    state["callbacks"] = {"harmful_pairs": monitor} if monitor is not None else {}
+    history = []
+    for record in state.get("history", []):
+        record = dict(record)
+        harmful = record.pop("harmful_pairs", None)
+        record["extras"] = {"harmful_pairs": harmful} if harmful is not None else {}
+        history.append(record)
+    state["history"] = history
+    return state

@@ -8,6 +8,9 @@ such as ``loss.temperature=0.05`` or ``model.backbone=resnet50_ibn_a`` are appli
 Everything is checked at load time: unknown keys, wrong types, values outside the allowed set,
 and cross-field rules (a positive temperature, K instances dividing the batch, known loss,
 backbone and dataset names).
+
+Over 500 lines on purpose: each section's keys, their loading and their checks are read
+together (one module to learn what a key means and what it accepts).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import yaml
 
 from adasp.engine.typed_config import ConfigError, first_non_finite, from_dict, to_dict
 from adasp.errors import MissingPathError, did_you_mean
+from adasp.evaluation.options import EvaluationOptions
+from adasp.models.options import HeadOptions
 from adasp.utils.checks import check_float, check_seed
 from adasp.utils.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from adasp.utils.text_files import read_utf8
@@ -87,20 +92,14 @@ class DataConfig:
 
 
 @dataclass
-class ModelConfig:
-    """Backbone and head (see :func:`adasp.models.build_model`)."""
+class ModelConfig(HeadOptions):
+    """Backbone and head (see :func:`adasp.models.build_model`): the head's fields are the
+    models package's :class:`~adasp.models.options.HeadOptions`."""
 
     backbone: str = "resnet50"
     pretrained: str | None = None  # None, "imagenet" or a path to a local weights file
     last_stride: int = 1
-    pooling: Literal["avg", "max", "gem", "avgmax"] = "avg"
-    gem_p: float = 3.0
-    neck: Literal["bnneck", "none"] = "bnneck"
-    neck_feat: Literal["before", "after"] = "after"
-    embedding_dim: int = 0  # 0: no reduction
-    dropout: float = 0.0
     backbone_options: dict[str, Any] = field(default_factory=dict)  # e.g. zero_init_residual
-    neck_activation: Literal["none", "relu"] = "none"  # after the BNNeck BN (torchreid's heads)
     channels_last: bool = False
     compile: bool = False
     sync_bn: bool = False
@@ -171,7 +170,6 @@ class TrainConfig:
     eval_every: int = 10  # epochs; 0 evaluates only at the end
     checkpoint_every_iters: int = 0  # also checkpoint mid-epoch; 0: at the end of each epoch
     log_every: int = 20  # iterations; loss values are read from the device only then
-    measure_harmful_pairs: bool = False  # needs a dataset with harmful marks (synthetic)
     ddp_static_graph: bool = False  # DDP static_graph=True: faster, needs a fixed graph
     # A rank that does not answer a collective for this long (stopped, stuck, its node lost)
     # ends the run on every rank with one line naming it, instead of a silent wait.
@@ -182,18 +180,14 @@ class TrainConfig:
     # Keep freed large host blocks for the next step instead of unmapping them (glibc): the
     # same values, ~10x fewer page faults per CPU step (adasp.engine.cpu_speed)
     reuse_host_memory: bool = False
+    tensorboard: bool = True  # also log to RUN/tensorboard
+    # Callbacks from adasp.engine.CALLBACKS, in order: a name, or {name: {option: value}}, e.g.
+    # [ema, {keep_best: {metric: rank1}}, {precise_bn: {batches: 20}}, mlflow, harmful_pairs].
+    callbacks: list[Any] = field(default_factory=list)
 
 
-@dataclass
-class EvalConfig:
-    metric: Literal["cosine", "euclidean"] = "cosine"
-    max_rank: int = 50
-    ap_mode: Literal["standard", "trapezoid"] = "standard"
-    rerank: bool = False
-    k1: int = 20
-    k2: int = 6
-    lambda_value: float = 0.3
-    flip: bool = False  # average the embeddings of the image and its mirror
+#: The ``eval`` section is the evaluation package's own options (see adasp.evaluation.options).
+EvalConfig = EvaluationOptions
 
 
 @dataclass
@@ -206,7 +200,7 @@ class ExperimentConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    eval: EvaluationOptions = field(default_factory=EvaluationOptions)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -490,12 +484,24 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
+def upgrade_config_dict(data: dict[str, Any]) -> dict[str, Any]:
+    """Keys of older adasp versions in today's form (the one place they are translated):
+    ``train.measure_harmful_pairs: true`` (adasp 0.1) is the ``harmful_pairs`` callback."""
+    train = data.get("train")
+    if isinstance(train, dict) and "measure_harmful_pairs" in train:
+        data = copy.deepcopy(data)
+        train = data["train"]
+        if train.pop("measure_harmful_pairs"):
+            train["callbacks"] = [*train.get("callbacks", []), "harmful_pairs"]
+    return data
+
+
 def load_config(
     path: str | Path | None = None, overrides: list[str] | None = None
 ) -> ExperimentConfig:
     """Load, override and validate a configuration (defaults only when ``path`` is None)."""
     data = read_yaml_with_bases(resolve_config_path(path)) if path is not None else {}
-    data = apply_overrides(data, list(overrides or []))
+    data = upgrade_config_dict(apply_overrides(data, list(overrides or [])))
     config = from_dict(ExperimentConfig, data)
     validate_config(config)
     return config
@@ -503,7 +509,7 @@ def load_config(
 
 def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
     """Build and validate a configuration from a plain dict (e.g. one saved in a checkpoint)."""
-    config = from_dict(ExperimentConfig, data)
+    config = from_dict(ExperimentConfig, upgrade_config_dict(data))
     validate_config(config)
     return config
 
@@ -665,15 +671,11 @@ def validate_config(config: ExperimentConfig) -> None:
     _require(
         t.checkpoint_every_iters >= 0, "config key 'train.checkpoint_every_iters' must be >= 0"
     )
-    _require(e.max_rank >= 1, f"config key 'eval.max_rank' must be >= 1, got {e.max_rank}")
-    _require(
-        e.k1 >= 1 and e.k2 >= 1,
-        f"config keys 'eval.k1', 'eval.k2' must be >= 1, got {e.k1}, {e.k2}",
-    )
-    _require(
-        0 <= e.lambda_value <= 1,
-        f"config key 'eval.lambda_value' must be in [0, 1], got {e.lambda_value}",
-    )
+    from adasp.engine.callbacks import parse_callback_spec
+
+    for index, spec in enumerate(t.callbacks):
+        parse_callback_spec(spec, index)
+    e.check("eval.", ConfigError)
     # Every float field is finite (the checks above name the range of those that have one).
     found = first_non_finite(config)
     if found is not None:
@@ -766,6 +768,13 @@ def _validate_model(m: ModelConfig) -> None:
         m.backbone in BACKBONES,
         f"config key 'model.backbone': unknown backbone {m.backbone!r}"
         f"{did_you_mean(m.backbone, BACKBONES.names())}; allowed: " + ", ".join(BACKBONES.names()),
+    )
+    from adasp.models import POOLINGS
+
+    _require(
+        m.pooling in POOLINGS,
+        f"config key 'model.pooling': unknown pooling {m.pooling!r}; allowed: "
+        + ", ".join(POOLINGS),
     )
     _require(
         m.last_stride in (1, 2),

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from adasp.errors import UserInputError
-from adasp.utils.distributed import broadcast_from_main
+from adasp.utils.distributed import ProcessRanks, broadcast_from_main
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,11 @@ class DistributedContext:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+    @property
+    def ranks(self) -> ProcessRanks:
+        """Rank and world size, as the library's sharded code takes them."""
+        return ProcessRanks(self.rank, self.world_size)
 
 
 def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
@@ -69,12 +74,6 @@ def _backend_available(kind: str) -> bool:
     return bool(is_available()) if callable(is_available) else False
 
 
-def resolve_rank() -> int:
-    """This process's rank as torchrun describes it (0 for a plain process), known before the
-    process group is joined."""
-    return int(os.environ.get("RANK", "0"))
-
-
 #: How long a collective waits for a rank that does not answer, unless told otherwise
 #: (``train.ddp_timeout_s``); gloo's own default is 30 minutes.
 DEFAULT_TIMEOUT_S = 300.0
@@ -89,8 +88,8 @@ def init_distributed(
         timeout_s: how long any collective waits for the other ranks before it fails (see
             :func:`rank_timeout_error` for the message that failure becomes).
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    described = ProcessRanks.current()  # torchrun's description, before joining
+    rank, world_size = described.rank, described.world_size
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     resolved = resolve_device(device, local_rank)
     if world_size > 1 and not dist.is_initialized():
@@ -215,6 +214,6 @@ def lost_peer_message(error: BaseException, command: str) -> str | None:
         else "start every rank again"
     )
     return (
-        f"rank {resolve_rank()} of {world} lost contact with the process group ({sign}): "
+        f"rank {ProcessRanks.current().rank} of {world} lost contact with the process group ({sign}): "
         f"another rank stopped or was killed (its own output says why); {again}"
     )

@@ -12,8 +12,8 @@ from torch import nn
 from adasp.engine.builders import build_reid_model
 from adasp.engine.checkpoint import (
     check_weights_fit,
-    load_checkpoint,
     model_state_from_checkpoint,
+    read_model_state,
 )
 from adasp.engine.config import ExperimentConfig, config_from_dict, load_config
 from adasp.errors import UserInputError
@@ -29,7 +29,8 @@ def resolve_run_config(
     """
     from adasp.engine.plugin_use import config_of_checkpoint
 
-    checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None
+    # Version-checked: a newer adasp's file or a foreign one is refused in one line.
+    checkpoint = read_model_state(checkpoint_path) if checkpoint_path else None
     if config_path is not None:
         if checkpoint is None:
             return load_config(config_path, overrides), checkpoint

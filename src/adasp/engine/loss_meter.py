@@ -12,10 +12,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from adasp.engine.training_state import TrainingDiverged
 from adasp.errors import UserInputError
 
 
@@ -99,3 +102,61 @@ class LossMeter:
         values = dict(zip(self.names, bad, strict=True))
         terms = tuple(name for name in self.names[:-1] if not math.isfinite(values[name]))
         return LossReading(means, int(count), first_bad, terms, values)
+
+
+class StepLosses:
+    """The trainer's loss record: a :class:`LossMeter` built at the first step, a device step
+    counter, and the divergence error naming the first bad step when a read finds one.
+
+    Args:
+        device: where the losses are computed.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.meter: LossMeter | None = None
+        self.counter = torch.zeros((), dtype=torch.int64, device=device)
+
+    def add(self, parts: Mapping[str, Tensor], total: Tensor) -> None:
+        """Record one step's values (no host read)."""
+        if self.meter is None:
+            self.meter = LossMeter(list(parts), self.device)
+        self.counter += 1
+        self.meter.add(parts, total, self.counter)
+
+    def read(self, state: Any, iters_per_epoch: int, checkpoint: Path) -> dict[str, float]:
+        """The means since the last read (one host transfer).
+
+        Args:
+            state: the trainer's :class:`~adasp.engine.training_state.RunState`.
+
+        Raises:
+            TrainingDiverged: a step since the start had a NaN or infinite loss.
+        """
+        if self.meter is None:
+            return {}
+        reading = self.meter.read()
+        if reading.first_bad_step is None:
+            return reading.means
+        # The meter counts this process's steps from 1; state.step counts all of them.
+        step = state.step - int(self.counter) + reading.first_bad_step
+        iteration = state.batches_done - (state.step - step)
+        terms = reading.bad_terms or ("total",)
+        what = "the loss is not finite: " + ", ".join(
+            f"term {t!r} = {reading.bad_values[t]}" for t in terms
+        )
+        where = (
+            f"training stopped at epoch {state.epoch + 1}, iteration {iteration} of "
+            f"{iters_per_epoch} (global step {step})"
+        )
+        raise TrainingDiverged(diverged_message(what, where, checkpoint))
+
+
+def diverged_message(what: str, where: str, checkpoint: Path) -> str:
+    """The one line a diverged run stops with: where, what, and what to do."""
+    keep = (
+        f"the last good checkpoint is {checkpoint}"
+        if checkpoint.exists()
+        else "no checkpoint had been written yet"
+    )
+    return f"{where}: {what}; {keep}. Lower optim.lr, enable optim.grad_clip or check the data"

@@ -1,5 +1,9 @@
-"""Run folders: one writer at a time, finished runs kept, output locations checked up front.
+"""Run folders: every file name of a run, one writer at a time, finished runs kept, output
+locations checked up front.
 
+- :class:`RunFolder` — the one owner of a run folder's file names (config, checkpoints, model
+  files, metrics, log, TensorBoard, lock) and of its claim: the trainer, the sweep, the
+  callbacks and the CLI ask it for paths and name no file themselves.
 - :class:`RunFolderLock` — an exclusive OS lock (``fcntl.flock``) on ``RUN/.adasp.lock``,
   held by the one process that writes the folder. The kernel releases it when the process
   dies, so a SIGKILLed run never leaves a stale lock; the file records who holds it, for the
@@ -19,17 +23,31 @@ import shutil
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
+from adasp.engine.distributed import DistributedContext, broadcast_object
 from adasp.errors import UserInputError
 
 #: The lock file inside a run folder.
 LOCK_NAME = ".adasp.lock"
+CONFIG_NAME = "config.yaml"
+MODEL_NAME = "model.pt"
+METRICS_NAME = "metrics.json"
+LOG_NAME = "log.jsonl"
+CHECKPOINTS_DIR = "checkpoints"
+LAST_CHECKPOINT_NAME = "last.pt"
+BEST_MODEL_NAME = "best.pt"
+TENSORBOARD_DIR = "tensorboard"
+MLFLOW_DIR = "mlruns"
+#: A sweep run that failed holds this file (its error).
+FAILED_NAME = "failed.json"
+PROCESS_OUTPUT_NAME = "train.log"
 
 #: Files whose presence marks a folder as holding a run.
-RUN_OUTPUTS = ("model.pt", "metrics.json", "config.yaml", "log.jsonl")
+RUN_OUTPUTS = (MODEL_NAME, METRICS_NAME, CONFIG_NAME, LOG_NAME)
 
-#: What ``--overwrite`` removes besides :data:`RUN_OUTPUTS`.
-RUN_FOLDERS = ("checkpoints", "tensorboard")
+#: What ``--overwrite`` removes besides :data:`RUN_OUTPUTS` (and the variant model files).
+RUN_FOLDERS = (CHECKPOINTS_DIR, TENSORBOARD_DIR)
 
 
 class RunFolderBusy(UserInputError):
@@ -231,7 +249,7 @@ def check_run_outputs(folder: str | os.PathLike, *, resume: bool, overwrite: boo
     """
     folder = Path(folder).expanduser()
     found = [name for name in RUN_OUTPUTS if (folder / name).exists()]
-    checkpoint = folder / "checkpoints" / "last.pt"
+    checkpoint = RunFolder(folder).checkpoint
     if overwrite:
         return  # the caller removes the old run (remove_run_outputs) when it starts writing
     if resume:
@@ -246,7 +264,7 @@ def check_run_outputs(folder: str | os.PathLike, *, resume: bool, overwrite: boo
     if (folder / PREVIOUS_RUN).exists():
         found.append(PREVIOUS_RUN)  # a run an interrupted --overwrite set aside
     if found or checkpoint.exists():
-        names = found + (["checkpoints/last.pt"] if checkpoint.exists() else [])
+        names = found + ([str(checkpoint.relative_to(folder))] if checkpoint.exists() else [])
         raise UserInputError(
             f"{folder} already holds a run ({', '.join(names)}); pass --resume to continue it, "
             "or choose another --output (--overwrite replaces it)"
@@ -315,6 +333,8 @@ def remove_run_outputs(folder: str | os.PathLike) -> None:
     try:
         for name in RUN_OUTPUTS:
             (folder / name).unlink(missing_ok=True)
+        for variant in RunFolder(folder).variant_models():
+            variant.unlink(missing_ok=True)
         for name in RUN_FOLDERS:
             if (folder / name).exists():
                 shutil.rmtree(folder / name)
@@ -371,3 +391,159 @@ def check_not_run_files(
                 f"to it; write elsewhere, e.g. {what} {instead}"
             )
         break
+
+
+class RunFolder:
+    """The files of one run folder: every name a run writes is here, and nowhere else.
+
+    Args:
+        path: the run folder.
+
+    Example:
+        >>> run = RunFolder("runs/q")
+        >>> run.checkpoint, run.model, run.model_variant("ema")
+        (PosixPath('runs/q/checkpoints/last.pt'), PosixPath('runs/q/model.pt'), \
+PosixPath('runs/q/model_ema.pt'))
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path).expanduser()
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    @property
+    def config(self) -> Path:
+        """The resolved config (YAML)."""
+        return self.path / CONFIG_NAME
+
+    @property
+    def checkpoint(self) -> Path:
+        """Everything needed to resume (model, optimiser, RNG, callbacks...)."""
+        return self.path / CHECKPOINTS_DIR / LAST_CHECKPOINT_NAME
+
+    @property
+    def model(self) -> Path:
+        """The final model file (weights and config)."""
+        return self.path / MODEL_NAME
+
+    def model_variant(self, name: str) -> Path:
+        """A model file saved beside :attr:`model` (e.g. ``"ema"``: ``model_ema.pt``)."""
+        return self.path / f"{Path(MODEL_NAME).stem}_{name}{Path(MODEL_NAME).suffix}"
+
+    def variant_models(self) -> list[Path]:
+        """The variant model files present (:meth:`model_variant`) and ``best.pt``."""
+        stem, suffix = Path(MODEL_NAME).stem, Path(MODEL_NAME).suffix
+        found = sorted(self.path.glob(f"{stem}_*{suffix}")) if self.path.is_dir() else []
+        return [*found, self.best_model]
+
+    @property
+    def best_model(self) -> Path:
+        """The model file of the best evaluation (keep-best callback)."""
+        return self.path / BEST_MODEL_NAME
+
+    @property
+    def metrics(self) -> Path:
+        """The final metrics; written last, so its presence marks a finished run."""
+        return self.path / METRICS_NAME
+
+    @property
+    def log(self) -> Path:
+        """JSON lines, one event each."""
+        return self.path / LOG_NAME
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / TENSORBOARD_DIR
+
+    @property
+    def mlflow(self) -> Path:
+        """The default local MLflow store of the run."""
+        return self.path / MLFLOW_DIR
+
+    @property
+    def lock(self) -> Path:
+        return self.path / LOCK_NAME
+
+    @property
+    def failed(self) -> Path:
+        """Written by a sweep when the run failed (its message)."""
+        return self.path / FAILED_NAME
+
+    @property
+    def process_output(self) -> Path:
+        """A run's stdout and stderr when a sweep trains it in a child process."""
+        return self.path / PROCESS_OUTPUT_NAME
+
+    def start(self, config: Any | None, *, replace: bool) -> None:
+        """Make the folder ready for a run that starts writing: the previous run removed when
+        ``replace`` (``--overwrite``), the folder created, the resolved config written."""
+        if replace:
+            set_aside_run_outputs(self.path)  # removed at the new run's first checkpoint
+        self.path.mkdir(parents=True, exist_ok=True)
+        if config is not None:
+            from adasp.engine.config import save_config
+
+            save_config(config, self.config)
+
+    def present(self) -> list[str]:
+        """The run outputs present, by name (folders end in ``/``)."""
+        names = [
+            *(n for n in (METRICS_NAME, MODEL_NAME) if (self.path / n).exists()),
+            *(p.name for p in self.variant_models() if p.exists()),
+            *(f"{n}/" for n in (CHECKPOINTS_DIR,) if (self.path / n).exists()),
+            *(n for n in (LOG_NAME,) if (self.path / n).exists()),
+            *(f"{n}/" for n in (TENSORBOARD_DIR, MLFLOW_DIR) if (self.path / n).exists()),
+        ]
+        return names
+
+    def is_finished(self) -> bool:
+        return self.metrics.exists()
+
+    def has_checkpoint(self) -> bool:
+        return self.checkpoint.exists()
+
+    def check_outputs(self, *, resume: bool, overwrite: bool) -> None:
+        """:func:`check_run_outputs` for this folder."""
+        check_run_outputs(self.path, resume=resume, overwrite=overwrite)
+
+    def remove_outputs(self) -> None:
+        """:func:`remove_run_outputs` for this folder (hold its lock)."""
+        remove_run_outputs(self.path)
+
+    def discard_set_aside(self, enabled: bool = True) -> None:
+        """:func:`discard_set_aside_run` for this folder (the new run checkpointed)."""
+        discard_set_aside_run(self.path, enabled)
+
+    def restore_set_aside(self, enabled: bool = True) -> None:
+        """:func:`restore_set_aside_run` for this folder (the new run failed before that)."""
+        restore_set_aside_run(self.path, enabled)
+
+    def claim(self, ctx: DistributedContext, *, resume: bool, overwrite: bool) -> RunFolderLock:
+        """Lock the folder for this run (rank 0 holds the lock for the whole group) and check
+        that it may be written (:func:`check_run_outputs`), on every rank.
+
+        Raises:
+            UserInputError: the folder is busy, unwritable, or holds a run not to be replaced.
+        """
+        if resume and overwrite:
+            raise UserInputError("--resume continues a run and --overwrite replaces it; pass one")
+        lock = RunFolderLock(self.path, enabled=ctx.is_main)
+        error: UserInputError | None = None
+        if ctx.is_main:
+            try:
+                lock.acquire()
+                self.check_outputs(resume=resume, overwrite=overwrite)
+            except BaseException as caught:
+                lock.release()
+                if isinstance(caught, OSError):
+                    caught = UserInputError(f"cannot use {self.path} as a run folder: {caught}")
+                elif not isinstance(caught, UserInputError):
+                    raise
+                error = caught
+        message = broadcast_object(str(error) if error is not None else None, ctx)
+        if error is not None:
+            raise error
+        if message is not None:
+            raise UserInputError(message)
+        return lock

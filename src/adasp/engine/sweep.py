@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from adasp.engine.config import load_config, resolve_config_path
+from adasp.engine.run_folder import RunFolder
 from adasp.engine.typed_config import ConfigError
 from adasp.errors import UserInputError
 from adasp.evaluation.results import METRIC_NAMES
@@ -37,7 +38,6 @@ _MANIFEST_FIX = (
     "delete it and run the same adasp sweep command again (it writes the manifest again and "
     "keeps the finished runs)"
 )
-FAILED = "failed.json"
 #: Longest run folder name; longer ones end in a hash of the full name instead.
 MAX_NAME = 150
 
@@ -69,7 +69,8 @@ class GridAxis:
 
 def _split_values(text: str) -> list[str]:
     """Split on commas outside brackets, so ``[128,64],[256,128]`` gives two values."""
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    depth, current = 0, list[str]()
     for char in text:
         if char in "[{(":
             depth += 1
@@ -306,12 +307,12 @@ class Sweep:
         """``done``, ``failed``, ``partial`` (a checkpoint, no metrics) or ``todo`` per run."""
         out = {}
         for run in self.runs:
-            folder = self.output / run.name
-            if (folder / "metrics.json").exists():
+            folder = RunFolder(self.output / run.name)
+            if folder.is_finished():
                 out[run.name] = "done"
-            elif (folder / FAILED).exists():
+            elif folder.failed.exists():
                 out[run.name] = "failed"
-            elif (folder / "checkpoints" / "last.pt").exists():
+            elif folder.has_checkpoint():
                 out[run.name] = "partial"
             else:
                 out[run.name] = "todo"
@@ -347,7 +348,7 @@ class Sweep:
         """Run name -> the recorded error of every failed run."""
         out = {}
         for run in self.runs:
-            path = self.output / run.name / FAILED
+            path = RunFolder(self.output / run.name).failed
             if path.exists():
                 record = read_json_object(path, "delete it and run the sweep with --retry-failed")
                 out[run.name] = str(record.get("error", "unknown error"))
@@ -355,7 +356,7 @@ class Sweep:
 
     def _attempt(self, run: SweepRun, device: str) -> None:
         folder = self.output / run.name
-        (folder / FAILED).unlink(missing_ok=True)
+        RunFolder(folder).failed.unlink(missing_ok=True)
         try:
             if self.processes:
                 self._run_process(run, device)
@@ -366,7 +367,7 @@ class Sweep:
             self.interrupted[run.name] = str(error)
         except UserInputError as error:
             print(f"sweep: run {run.name} failed: {error}", file=sys.stderr)
-            atomic_write_json(folder / FAILED, {"run": run.name, "error": str(error)})
+            atomic_write_json(RunFolder(folder).failed, {"run": run.name, "error": str(error)})
 
     def _run_in_process(self, run: SweepRun) -> None:
         from adasp.engine.trainer import Trainer
@@ -389,23 +390,33 @@ class Sweep:
             "--output", str(folder), "--resume", "--no-progress", "--device", device,
             *self.overrides, *run.overrides,
         ]  # fmt: skip
-        print(
-            f"sweep: training {run.name} on {device} (log: {folder / 'train.log'})", file=sys.stderr
-        )
-        with (folder / "train.log").open("a", encoding="utf-8") as log:
+        log_path = RunFolder(folder).process_output
+        print(f"sweep: training {run.name} on {device} (log: {log_path})", file=sys.stderr)
+        with log_path.open("a", encoding="utf-8") as log:
             code = subprocess.run(
                 command, stdout=log, stderr=subprocess.STDOUT, check=False
             ).returncode
         if code == 2:  # adasp's exit status for bad input: it would fail the same way again
-            raise UserInputError(
-                f"sweep run {run.name} failed (exit {code}); see {folder / 'train.log'}"
-            )
+            raise UserInputError(f"sweep run {run.name} failed (exit {code}); see {log_path}")
         if code != 0:
             # Killed, interrupted or crashed: not recorded, so the next invocation resumes it.
             raise RunInterrupted(
-                f"sweep run {run.name} stopped (exit {code}); see {folder / 'train.log'}; "
+                f"sweep run {run.name} stopped (exit {code}); see {log_path}; "
                 "run the sweep again to resume it"
             )
+
+
+def extra_metric_columns(metrics: dict[str, Any]) -> dict[str, float]:
+    """Columns for the flat numeric sections callbacks add to ``metrics.json`` (e.g. the
+    harmful-pair monitor's ``harmful_pairs: {sp-h: 0.1, ...}`` gives ``harmful_pairs/sp-h``);
+    counts (``batches``) are left out."""
+    out: dict[str, float] = {}
+    for section, values in metrics.items():
+        if section == "test_sets" or not isinstance(values, dict):
+            continue
+        if all(isinstance(v, (int, float)) for v in values.values()):
+            out.update({f"{section}/{k}": v for k, v in values.items() if k != "batches"})
+    return out
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
@@ -422,7 +433,7 @@ def collect_results(folder: str | Path) -> list[dict[str, Any]]:
     keys = [axis["key"] for axis in manifest["grid"]]
     rows = []
     for run in manifest["runs"]:
-        metrics_path = folder / run["name"] / "metrics.json"
+        metrics_path = RunFolder(folder / run["name"]).metrics
         if not metrics_path.exists():
             continue
         metrics = read_json_object(
@@ -432,9 +443,7 @@ def collect_results(folder: str | Path) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"run": run["name"]}
         row.update(run["values"])
         row.update({m: metrics.get(m) for m in METRIC_NAMES})
-        for name, value in (metrics.get("harmful_pairs") or {}).items():
-            if name != "batches":
-                row[f"harmful/{name}"] = value
+        row.update(extra_metric_columns(metrics))
         rows.append(row)
     columns = ["run", *keys, *METRIC_NAMES]
     extra = sorted({k for r in rows for k in r} - set(columns))

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from adasp.engine.config import effective_config, load_config
+from adasp.engine.run_folder import RunFolder
 from adasp.engine.sweep import GridAxis, Sweep, expand_grid, parse_grid
 from adasp.engine.typed_config import ConfigError
 from adasp.errors import UserInputError
@@ -257,13 +258,9 @@ class Tuning:
         cells = []
         for run in expand_grid(plan.axes):
             metrics = read_metrics(folder / run.name)
-            value = metrics.get(self.select_by) if metrics else None
-            finite = isinstance(value, (int, float)) and math.isfinite(value)
-            cells.append(
-                SelectionCell(
-                    run.name, dict(run.assignment), run.overrides, float(value) if finite else None
-                )
-            )
+            value: Any = metrics.get(self.select_by) if metrics else None
+            score = float(value) if _is_number(value) else None
+            cells.append(SelectionCell(run.name, dict(run.assignment), run.overrides, score))
         done = [c.value for c in cells]
         winner = None
         if all(v is not None for v in done):
@@ -311,7 +308,7 @@ def _is_number(value: Any) -> bool:
 
 def read_metrics(run_folder: Path) -> dict[str, Any] | None:
     """A finished run's ``metrics.json``, or None while it has none."""
-    path = run_folder / "metrics.json"
+    path = RunFolder(run_folder).metrics
     fix = "delete the run folder and run the same command again to retrain it"
     return read_json_object(path, fix) if path.is_file() else None
 

@@ -63,7 +63,7 @@ def convert(value: Any, annotation: Any, key: str) -> Any:
                 + ", ".join(repr(a) for a in allowed)
             )
         return value
-    if dataclasses.is_dataclass(annotation):
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
         return from_dict(annotation, value, key)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):

@@ -52,8 +52,9 @@ class Metric:
 
     prepare: Callable[[Tensor], Tensor]
     column_terms: Callable[[Tensor], Tensor | None]
-    block: Callable[[Tensor, Tensor, Tensor | None], Tensor]
-    squared_block: Callable[[Tensor, Tensor, Tensor | None], Tensor]
+    # (queries, gallery, column terms: None for cosine, squared norms otherwise)
+    block: Callable[[Tensor, Tensor, Any], Tensor]
+    squared_block: Callable[[Tensor, Tensor, Any], Tensor]
     squared_pairs: Callable[[Tensor, Tensor], Tensor]
     degree: int = 0
 

@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 from adasp.evaluation.extraction import extract_embeddings
+from adasp.evaluation.options import RankingOptions
 from adasp.evaluation.protocols import run_protocol
 from adasp.evaluation.results import TestSetResult
-from adasp.utils.distributed import broadcast_from_main, distributed_rank
+from adasp.utils.distributed import ProcessRanks, broadcast_from_main
 
 
 class Evaluator:
@@ -28,8 +29,7 @@ class Evaluator:
         test_sets: ``(name, dataset)`` pairs (a :class:`~adasp.data.ReIDDataset` each); the
             first is the run's main test set.
         transform: the test transform (PIL image -> normalised tensor).
-        metric, max_rank, ap_mode, rerank, k1, k2, lambda_value: as in
-            :func:`~adasp.evaluation.evaluate_features`.
+        ranking: how embeddings are ranked and scored (metric, re-ranking, AP variant...).
         flip: average the embeddings of each image and its mirror image.
         batch_size, num_workers: of the embedding loader.
         channels_last: feed images in channels-last memory format.
@@ -45,13 +45,7 @@ class Evaluator:
         test_sets: Sequence[tuple[str, Any]],
         transform: Any,
         *,
-        metric: str = "cosine",
-        max_rank: int = 50,
-        ap_mode: str = "standard",
-        rerank: bool = False,
-        k1: int = 20,
-        k2: int = 6,
-        lambda_value: float = 0.3,
+        ranking: RankingOptions | None = None,
         flip: bool = False,
         batch_size: int = 128,
         num_workers: int = 2,
@@ -59,15 +53,7 @@ class Evaluator:
     ) -> None:
         self.test_sets = list(test_sets)
         self.transform = transform
-        self.metric_options = {
-            "metric": metric,
-            "max_rank": max_rank,
-            "ap_mode": ap_mode,
-            "rerank": rerank,
-            "k1": k1,
-            "k2": k2,
-            "lambda_value": lambda_value,
-        }
+        self.ranking = ranking if ranking is not None else RankingOptions()
         self.flip = flip
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -80,6 +66,7 @@ class Evaluator:
         device: torch.device | str,
         progress: bool = False,
         desc: str = "embedding",
+        ranks: ProcessRanks | None = None,
     ) -> torch.Tensor:
         """Embeddings ``(N, D)`` (CPU, float32) of ``samples`` with this evaluator's options."""
         bar = _progress_bar(len(samples), desc) if progress else None
@@ -94,6 +81,7 @@ class Evaluator:
                 flip=self.flip,
                 channels_last=self.channels_last,
                 progress=bar.update if bar is not None else None,
+                ranks=ranks,
             )
         finally:
             if bar is not None:
@@ -105,23 +93,30 @@ class Evaluator:
         device: torch.device | str,
         progress: bool = False,
         keep_details: bool = False,
+        ranks: ProcessRanks | None = None,
     ) -> list[TestSetResult]:
         """One :class:`TestSetResult` per test set, in order (on every DDP rank).
 
         Args:
             keep_details: keep each single-split result's full result, embeddings and dataset
                 (for pictures of ranked lists); only on rank 0.
+            ranks: this process's place in the group (the engine passes its own; default:
+                :meth:`~adasp.utils.distributed.ProcessRanks.current`). Rank 0 computes the
+                metrics; every rank embeds a shard.
         """
-        main = distributed_rank() == 0
-        results = []
+        ranks = ranks if ranks is not None else ProcessRanks.current()
+        main = ranks.is_main
+        results: list[TestSetResult] = []
         for name, dataset in self.test_sets:
 
             def embed(samples: Sequence[Any], _name: str = name) -> torch.Tensor:
-                return self.embed(model, samples, device, progress and main, f"embedding {_name}")
+                return self.embed(
+                    model, samples, device, progress and main, f"embedding {_name}", ranks
+                )
 
-            results.append(
-                run_protocol(dataset, name, embed, self.metric_options, main, keep_details)
-            )
+            result = run_protocol(dataset, name, embed, self.ranking, main, keep_details)
+            if result is not None:  # None on ranks other than 0
+                results.append(result)
         metrics = broadcast_from_main([r.metrics for r in results] if main else None)
         if main:
             return results

@@ -11,7 +11,7 @@ from torch import nn
 
 from adasp.errors import UserInputError
 from adasp.models import unwrap_model
-from adasp.utils.distributed import distributed_rank, distributed_world_size, gather_rows
+from adasp.utils.distributed import ProcessRanks, gather_rows
 
 
 class NonFiniteEmbeddingsError(UserInputError):
@@ -50,6 +50,7 @@ def extract_embeddings(
     flip: bool = False,
     channels_last: bool = False,
     progress: Callable[[int], None] | None = None,
+    ranks: ProcessRanks | None = None,
 ) -> torch.Tensor:
     """Embeddings ``(N, D)`` float32 on the CPU of ``samples`` (``Sample``s), in order.
 
@@ -65,11 +66,13 @@ def extract_embeddings(
         model: returns ``(B, D)`` embeddings in eval mode (e.g. a :class:`~adasp.models.ReIDModel`).
         transform: the test transform (PIL image -> tensor).
         progress: called with the number of images of each batch, as it is queued.
+        ranks: this process's rank and the group size (default: :meth:`ProcessRanks.current`).
     """
     from adasp.data import build_test_loader
 
     device = torch.device(device)
-    rank, world = distributed_rank(), distributed_world_size()
+    ranks = ranks if ranks is not None else ProcessRanks.current()
+    rank, world = ranks.rank, ranks.world_size
     n = len(samples)
     shard = list(samples[n * rank // world : n * (rank + 1) // world])
     net = unwrap_model(model)

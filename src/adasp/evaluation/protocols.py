@@ -23,6 +23,7 @@ import torch
 
 from adasp.errors import UserInputError
 from adasp.evaluation.features import evaluate_features
+from adasp.evaluation.options import RankingOptions
 from adasp.evaluation.results import (
     DrawsMetrics,
     RankingMetrics,
@@ -131,7 +132,7 @@ Embedder = Callable[[Sequence[Any]], torch.Tensor]
 """Embeds samples in order: ``embed(samples) -> (N, D)`` (collective under DDP)."""
 
 #: Dataset name -> protocol; datasets not registered use :func:`single_split_protocol`.
-PROTOCOLS: Registry[Callable[..., TestSetResult]] = Registry("protocol")
+PROTOCOLS: Registry[Callable[..., TestSetResult | None]] = Registry("protocol")
 
 
 def _arrays(samples: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -144,7 +145,7 @@ def single_split_protocol(
     dataset: Any,
     name: str,
     embed: Embedder,
-    options: Mapping[str, Any],
+    options: RankingOptions,
     compute: bool = True,
     keep_details: bool = False,
 ) -> TestSetResult | None:
@@ -153,7 +154,7 @@ def single_split_protocol(
     Args:
         dataset: a :class:`~adasp.data.ReIDDataset` (its ``camera_filter`` decides the
             same-camera rule).
-        options: keywords of :func:`evaluate_features` (``metric``, ``rerank``, ...).
+        options: how the embeddings are ranked and scored.
         compute: False (DDP ranks other than 0) only takes part in the embedding; returns None.
         keep_details: keep the full result (with each query's top
             :data:`~adasp.evaluation.query_results.KEPT_RANKS` gallery items), the embeddings
@@ -175,7 +176,7 @@ def single_split_protocol(
         q_camids,
         g_camids,
         camera_filter=dataset.camera_filter,
-        **options,
+        **options.keywords(),
         ranked_topk=KEPT_RANKS if keep_details else 0,
     )
     details = SplitDetails(result, features, dataset) if keep_details else None
@@ -187,7 +188,7 @@ def vehicleid_protocol(
     dataset: Any,
     name: str,
     embed: Embedder,
-    options: Mapping[str, Any],
+    options: RankingOptions,
     compute: bool = True,
     keep_details: bool = False,
 ) -> TestSetResult | None:
@@ -205,7 +206,9 @@ def vehicleid_protocol(
     seed = dataset.options.get("seed", 0)
     draws = [vehicleid_trial_split(test, trial, seed) for trial in range(VEHICLEID_TRIALS)]
     pids, camids = _arrays(test)
-    metrics = evaluate_draws(features, pids, camids, draws, camera_filter=False, **options)
+    metrics = evaluate_draws(
+        features, pids, camids, draws, camera_filter=False, **options.keywords()
+    )
     return TestSetResult(name, metrics)
 
 
@@ -213,7 +216,7 @@ def run_protocol(
     dataset: Any,
     name: str,
     embed: Embedder,
-    options: Mapping[str, Any],
+    options: RankingOptions,
     compute: bool = True,
     keep_details: bool = False,
 ) -> TestSetResult | None:

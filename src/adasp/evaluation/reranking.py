@@ -20,6 +20,7 @@ The distances they start from are :mod:`adasp.evaluation.distances`' (evaluation
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -102,7 +103,7 @@ def _check_chunk_size(chunk_size: object) -> None:
         )
 
 
-def _check_device(device: object) -> torch.device | None:
+def _check_device(device: Any) -> torch.device | None:
     if device is None:
         return None
     try:

@@ -124,7 +124,7 @@ def smallest_k_stable(values: Tensor, k: int, divisor: Tensor | None = None) -> 
     n = values.shape[1]
     k = min(k, n)
 
-    def full_sort(rows: Tensor) -> Tensor:
+    def full_sort(rows: Tensor | None) -> Tensor:
         block = values if rows is None else values[rows]
         if divisor is not None:
             block = block / (divisor if rows is None else divisor[rows])[:, None]

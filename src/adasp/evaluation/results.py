@@ -190,7 +190,7 @@ def metrics_by_test_set(results: Sequence[TestSetResult]) -> dict[str, TestSetMe
 
 def metrics_document(test_sets: Mapping[str, TestSetMetrics], **run_fields: Any) -> dict[str, Any]:
     """The content of ``metrics.json``: the first test set's metrics at the top level, the
-    ``run_fields`` (e.g. ``epoch=60`` or ``checkpoint="model.pt"``), then every test set."""
+    ``run_fields`` (e.g. ``epoch=60`` or ``checkpoint=path``), then every test set."""
     if not test_sets:
         raise UserInputError("metrics.json needs at least one test set's results")
     names = list(test_sets)

@@ -206,7 +206,12 @@ def metrics_table_html(metrics: Mapping[str, TestSetMetrics]) -> str:
 
 
 def _asset(name: str) -> str:
-    return resources.files("adasp.evaluation").joinpath("page", name).read_text(encoding="utf-8")
+    return (
+        resources.files("adasp.evaluation")
+        .joinpath("page")
+        .joinpath(name)
+        .read_text(encoding="utf-8")
+    )
 
 
 def _json_in_script(payload: Any) -> str:

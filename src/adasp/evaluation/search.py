@@ -78,7 +78,7 @@ def _search_faiss(
     scale = 1.0
     if metric == "cosine":
         q, g = COSINE.prepare(q), COSINE.prepare(g)  # overflow-safe, as the torch backend
-        index = faiss.IndexFlatIP(g.shape[1])
+        index: Any = faiss.IndexFlatIP(g.shape[1])
     else:
         scale = common_scale(q, g)  # an exact power of two: no square overflows
         q, g = q / scale, g / scale

@@ -11,6 +11,9 @@ and plots above are drawn over the other axes with mean ± std over seeds (error
 ``summary.csv`` / ``summary.md`` hold each cell's mean, std and number of seeds, plus, with a
 baseline cell, the paired per-seed differences and their 95 % t-intervals
 (:mod:`adasp.evaluation.seed_statistics`). A sweep without a seed axis is reported per run.
+
+Over 500 lines on purpose: the tables, plots and seed statistics are one report over the same
+rows and axis layout; split, each part would re-derive the layout.
 """
 
 from __future__ import annotations
@@ -86,13 +89,14 @@ def harmful_table(manifest: dict[str, Any], rows: list[dict[str, Any]]) -> str |
     keys = [
         k
         for k in ("triplet", "sp-h", "sp-lh", "adasp", "all")
-        if any(f"harmful/{k}" in r for r in rows)
+        if any(f"harmful_pairs/{k}" in r for r in rows)
     ]
     if not keys:
         return None
     grid_keys = [a["key"] for a in manifest["grid"]]
     body = [
-        [*(r[k] for k in grid_keys), *(_pct(r.get(f"harmful/{k}")) for k in keys)] for r in rows
+        [*(r[k] for k in grid_keys), *(_pct(r.get(f"harmful_pairs/{k}")) for k in keys)]
+        for r in rows
     ]
     return format_table(grid_keys + [f"harmful % {k}" for k in keys], body, markdown=True)
 
@@ -170,7 +174,11 @@ def _plot_drop_bars(manifest, rows, metric: str, path: Path, errors: bool = Fals
             row_values = [lookup.get((*combo, v), {}).get(metric) for v in last["values"]]
             best = max(v for v in row_values if isinstance(v, (int, float)))
             x = i + (j - (len(last["values"]) - 1) / 2) * width
-            std = 100 * _finite(lookup[(*combo, value)].get(f"{metric}_std")) if errors else 0.0
+            std = (
+                100 * _finite(lookup.get((*combo, value), {}).get(f"{metric}_std"))
+                if errors
+                else 0.0
+            )
             ax.bar(
                 x,
                 100 * y,

@@ -18,6 +18,7 @@ from adasp.models.export import (
 from adasp.models.head import BNNeck, GlobalHead, NeckOutput
 from adasp.models.ibn import IBN
 from adasp.models.mgn import MGNBackbone, MGNHead
+from adasp.models.options import HeadOptions
 from adasp.models.pooling import POOLINGS, AvgPool, GeMPool, MaxPool, build_pooling
 from adasp.models.registry import BACKBONES, HEADS, build_backbone, build_model
 from adasp.models.reid_model import ReIDModel
@@ -38,6 +39,7 @@ __all__ = [
     "ExportVerificationError",
     "GeMPool",
     "GlobalHead",
+    "HeadOptions",
     "LoadReport",
     "MGNBackbone",
     "MGNHead",

@@ -118,7 +118,7 @@ def _check_image_size(image_size: Sequence[int]) -> tuple[int, int]:
     size = tuple(image_size)
     if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 16 for v in size):
         raise UserInputError(f"image_size must be (height, width), each >= 16, got {image_size!r}")
-    return size  # type: ignore[return-value]
+    return size
 
 
 def _check_stats(name: str, values: Sequence[float]) -> list[float]:

@@ -6,10 +6,13 @@ Every pooling module maps a feature map ``(B, C, H, W)`` to ``(B, C)``. Part-bas
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
 from adasp.errors import UserInputError
+from adasp.registry import Registry
 
 
 class AvgPool(nn.Module):
@@ -63,13 +66,13 @@ class GeMPool(nn.Module):
         return f"p={self.p.item():.4f}, eps={self.eps}"
 
 
-#: Pooling name -> constructor taking the GeM exponent (ignored by avg and max).
-POOLINGS = {
-    "avg": lambda gem_p: AvgPool(),
-    "max": lambda gem_p: MaxPool(),
-    "gem": lambda gem_p: GeMPool(gem_p),
-    "avgmax": lambda gem_p: AvgMaxPool(),
-}
+#: Pooling name -> constructor taking the GeM exponent (``model.gem_p``; others ignore it).
+#: Register yours with ``@POOLINGS.register("name")`` on a ``(gem_p) -> nn.Module`` function.
+POOLINGS: Registry[Callable[[float], nn.Module]] = Registry("pooling")
+POOLINGS.register("avg", lambda gem_p: AvgPool())
+POOLINGS.register("max", lambda gem_p: MaxPool())
+POOLINGS.register("gem", lambda gem_p: GeMPool(gem_p))
+POOLINGS.register("avgmax", lambda gem_p: AvgMaxPool())
 
 
 def build_pooling(name: str, gem_p: float = 3.0) -> nn.Module:
@@ -78,11 +81,10 @@ def build_pooling(name: str, gem_p: float = 3.0) -> nn.Module:
     Raises:
         UserInputError: for an unknown name or a non-positive ``gem_p``.
     """
-    if name not in POOLINGS:
-        raise UserInputError(f"unknown pooling {name!r}; allowed: {', '.join(POOLINGS)}")
+    builder = POOLINGS.get(name)  # an unknown name lists the allowed ones
     if name == "gem" and not gem_p > 0:
         raise UserInputError(f"gem_p must be > 0 (3.0 is the usual start), got {gem_p}")
-    return POOLINGS[name](gem_p)
+    return builder(gem_p)
 
 
 def stripe_bounds(height: int, parts: int) -> list[tuple[int, int]]:

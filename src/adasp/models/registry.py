@@ -17,6 +17,7 @@ from adasp.models.ibn import resnet18_ibn_a, resnet34_ibn_a, resnet50_ibn_a, res
 from adasp.models.mgn import MGNHead, build_mgn
 from adasp.models.mobilenet import mobilenet_v2
 from adasp.models.mobilenet_torchreid import TORCHREID_MOBILENETS
+from adasp.models.options import HeadOptions
 from adasp.models.osnet import OSNET_BUILDERS
 from adasp.models.pooling import build_pooling
 from adasp.models.reid_model import ReIDModel
@@ -103,8 +104,11 @@ def _mgn_head(backbone: nn.Module, num_classes: int, **kwargs: Any) -> nn.Module
     )
 
 
-#: Backbone ``head_type`` -> head builder.
-HEADS: dict[str, Callable[..., nn.Module]] = {"global": _global_head, "mgn": _mgn_head}
+#: Backbone ``head_type`` -> head builder ``(backbone, num_classes, **model options)``; a
+#: backbone with a ``head_type`` attribute gets that head (default ``"global"``).
+HEADS: Registry[Callable[..., nn.Module]] = Registry("head")
+HEADS.register("global", _global_head)
+HEADS.register("mgn", _mgn_head)
 
 
 def _pretrained_choice(pretrained: Any) -> str | os.PathLike | None:
@@ -131,6 +135,7 @@ def build_model(
     dropout: float = 0.0,
     backbone_options: Mapping[str, Any] | None = None,
     neck_activation: str = "none",
+    head: HeadOptions | None = None,
 ) -> ReIDModel:
     """Build a re-identification model.
 
@@ -153,6 +158,8 @@ def build_model(
         backbone_options: extra keyword options of the backbone builder, e.g.
             ``{"zero_init_residual": True}`` for ResNets trained from scratch,
             ``{"global_stride": 1}`` for MGN, or ``timm.create_model`` options for timm.
+        head: the head options as one object (an experiment config's ``model`` section);
+            when given, it replaces ``pooling`` ... ``dropout``.
 
     Returns:
         A :class:`ReIDModel` in training mode, on the CPU.
@@ -161,6 +168,10 @@ def build_model(
         UserInputError: an invalid name or value (the message lists the allowed ones), or
             pretrained weights that cannot be read or do not fit.
     """
+    if head is not None:  # the options object (as a config passes it) replaces the keywords
+        pooling, gem_p, neck, neck_feat = head.pooling, head.gem_p, head.neck, head.neck_feat
+        embedding_dim, dropout = head.embedding_dim, head.dropout
+        neck_activation = head.neck_activation
     check_neck_options(num_classes, embedding_dim, neck, neck_feat, dropout)
     if last_stride not in (1, 2):
         raise UserInputError(f"last_stride must be 1 or 2, got {last_stride!r}")
@@ -169,7 +180,7 @@ def build_model(
     options = dict(backbone_options or {})
     net = build_backbone(backbone, last_stride=last_stride, **options)
     head_type = getattr(net, "head_type", "global")
-    head = HEADS[head_type](
+    head_module = HEADS.get(head_type)(
         net,
         num_classes,
         pooling=pooling,
@@ -194,13 +205,13 @@ def build_model(
         "backbone_options": options,
         "neck_activation": neck_activation,
     }
-    model = ReIDModel(net, head, spec)
+    model = ReIDModel(net, head_module, spec)
     if source is not None:
         report = load_pretrained(net, source)
         if any(key.startswith("head.") for key in report.unexpected):
             # A whole adasp model file (a converted model, or a run's model.pt): its head
             # (reduction, BNNeck, GeM p) fine-tunes too; a classifier that does not fit is
             # dropped and reported.
-            report = load_head_too(head, source, report)
+            report = load_head_too(head_module, source, report)
         model.pretrained_report = report
     return model

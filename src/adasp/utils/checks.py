@@ -52,11 +52,11 @@ def check_float(
     """
     number = _as_float(value)
     ok = number is not None and math.isfinite(number)
-    if ok and low is not None:
+    if number is not None and ok and low is not None:
         ok = number > low if low_open else number >= low
-    if ok and high is not None:
+    if number is not None and ok and high is not None:
         ok = number < high if high_open else number <= high
-    if not ok:
+    if number is None or not ok:
         bounds = describe_range(low, high, low_open=low_open, high_open=high_open)
         wanted = f"{bounds} (a finite number)" if bounds else "a finite number"
         if note:

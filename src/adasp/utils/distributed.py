@@ -1,11 +1,16 @@
-"""The few ``torch.distributed`` collectives shared by losses, evaluation and the engine.
+"""Where a process stands in its group (:class:`ProcessRanks`, learnt one way:
+:meth:`ProcessRanks.current`), and the few ``torch.distributed`` collectives shared by losses,
+evaluation and the engine.
 
-Each works outside a process group too (a group of one), so library code calls them without
-asking whether it runs under ``torchrun``.
+The collectives work outside a process group too (a group of one), so library code calls them
+without asking whether it runs under ``torchrun``. Code that shards work (embedding
+extraction, evaluation) takes a :class:`ProcessRanks` argument: the engine passes its own.
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -13,18 +18,35 @@ import torch.distributed as dist
 from torch import Tensor
 
 
+@dataclass(frozen=True)
+class ProcessRanks:
+    """This process's rank and the number of processes (0 and 1: a group of one)."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def current(cls) -> ProcessRanks:
+        """The one way adasp learns the rank: the joined process group, or, before it is
+        joined, the group torchrun describes (its ``RANK``/``WORLD_SIZE``; a group of one for a
+        plain process)."""
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size())
+        return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
+
+
+def _joined() -> bool:
+    """Whether there is a process group to talk to (collectives are no-ops without one)."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def distributed_world_size() -> int:
-    """The number of processes in the default group, or 1 outside ``torch.distributed``."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return 1
-
-
-def distributed_rank() -> int:
-    """This process's rank in the default group, or 0 outside ``torch.distributed``."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank()
-    return 0
+    """The size of the joined process group (1 without one): what the collectives span."""
+    return dist.get_world_size() if _joined() else 1
 
 
 def all_gather_rows(tensor: Tensor) -> tuple[list[Tensor], int]:
@@ -64,6 +86,6 @@ def broadcast_from_main(obj: Any) -> Any:
     """Rank 0's ``obj`` on every rank (``obj`` itself outside a process group)."""
     if distributed_world_size() == 1:
         return obj
-    holder = [obj if distributed_rank() == 0 else None]
+    holder = [obj if dist.get_rank() == 0 else None]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
