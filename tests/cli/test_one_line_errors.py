@@ -27,7 +27,7 @@ def _one_line_error(capsys, command: str) -> str:
 
 # ----------------------------------------------------------------- 14: disk full in the log
 def test_a_full_disk_while_logging_is_one_line_naming_the_log(tmp_path):
-    log = RunLog(tmp_path, tensorboard=False)
+    log = RunLog(tmp_path / "log.jsonl")
     log._handle.close()
     log._handle = open("/dev/full", "a", encoding="utf-8")  # every write: ENOSPC
     with pytest.raises(
@@ -262,7 +262,7 @@ def test_a_log_line_without_a_numeric_step_is_dropped_on_resume(tmp_path):
     ]
     log.write_text("".join(json.dumps(line) + "\n" for line in lines))
     with pytest.warns(UserWarning) as warned:
-        RunLog(tmp_path, tensorboard=False, resume_step=2).close()
+        RunLog(log, resume_step=2).close()
     assert [str(w.message).split(": ")[1] for w in warned] == [
         "line 2 has no step number (step None); dropped",
         "line 3 has no step number (step '2'); dropped",

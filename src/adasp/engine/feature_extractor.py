@@ -1,6 +1,6 @@
 """``adasp.FeatureExtractor``: embeddings of image crops from an adasp model file, in Python.
 
-    >>> fx = FeatureExtractor("model.pt", device="cpu")     # or "cuda"; batch_size=...
+    >>> fx = FeatureExtractor("runs/mine/model.pt", device="cpu")     # or "cuda"; batch_size=...
     >>> emb = fx(["a.jpg", "b.jpg"])                        # (N, D) float32, L2-normalised
     >>> emb = fx(bgr_crops, bgr=True)                       # uint8 HxWx3 arrays from OpenCV
 

@@ -12,6 +12,10 @@ locations checked up front.
   resumes it or asks to overwrite it.
 - :func:`prepare_output_dir`, :func:`check_output_file` — every command checks that it can
   write where it was told to before it does any work.
+
+Over 500 lines on purpose: the names of a run's files and every rule about who may write them
+(lock, finished-run protection, ``--overwrite``'s set-aside, other commands' outputs) live in
+one module, so that a name and the checks on it cannot drift apart.
 """
 
 from __future__ import annotations

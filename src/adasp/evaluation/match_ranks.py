@@ -10,6 +10,10 @@ and at exactly its distance (``== v``, rare with float features); the latter are
 gallery index, which is what a stable sort does. Items farther than a query's last match
 cannot change any rank, so when they are most of the gallery (a trained model) only the
 nearer ones are located.
+
+Over 500 lines on purpose: the two exact ways of locating items (the float threshold grid and
+the integer-key histogram for weak rankings) share their block logic and are tested against
+each other, so they stay together.
 """
 
 from __future__ import annotations
