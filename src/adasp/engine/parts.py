@@ -53,6 +53,14 @@ class Objective(Protocol):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
 
 
+@runtime_checkable
+class HostLabels(Protocol):
+    """An objective that takes the loader's CPU labels (``accepts_host_labels = True``, as
+    the built-in :class:`~adasp.losses.Objective`): no wait for the device on label checks."""
+
+    accepts_host_labels: bool
+
+
 class Evaluating(Protocol):
     """Evaluates a model on the run's test sets (an :class:`~adasp.evaluation.Evaluator`)."""
 

@@ -31,7 +31,14 @@ from adasp.engine.checkpoint import save_checkpoint, write_model_file
 from adasp.engine.config import ExperimentConfig
 from adasp.engine.distributed import DistributedContext, barrier, broadcast_object, init_distributed
 from adasp.engine.loss_meter import StepLosses, diverged_message
-from adasp.engine.parts import DeviceBatches, Evaluating, Objective, ResumableBatches, TrainBatches
+from adasp.engine.parts import (
+    DeviceBatches,
+    Evaluating,
+    HostLabels,
+    Objective,
+    ResumableBatches,
+    TrainBatches,
+)
 from adasp.engine.run_folder import RunFolder, RunFolderLock
 from adasp.engine.schedule import LRSchedule
 from adasp.engine.training_checkpoint import read_resume_checkpoint as read_resume
@@ -62,23 +69,17 @@ class Trainer:
         model: returns ``{"features": ..., "logits": ...}`` in training mode and embeddings
             in eval mode. Moved to the device; wrapped in DDP under ``torchrun``.
         objective: ``objective(outputs, pids) -> (total, parts)`` (:class:`~adasp.engine.parts.Objective`).
-        train_loader: batches with a length (:class:`~adasp.engine.parts.TrainBatches`); a
-            :class:`~adasp.engine.parts.ResumableBatches` resumes mid-epoch exactly, others
-            restart the interrupted epoch.
-        optimizer: over the model's parameters; each group needs ``initial_lr``.
-        schedule: the learning-rate factor per iteration.
-        settings: epochs, logging, AMP, clipping... (:class:`TrainingSettings`).
-        output_dir: the run folder.
-        evaluator: None: no evaluation, no ``metrics.json``.
+        train_loader: batches with a length (a ``ResumableBatches`` resumes mid-epoch).
+        optimizer, schedule: the optimiser (each group with ``initial_lr``) and the lr factor.
+        settings, output_dir: epochs, AMP... (:class:`TrainingSettings`); the run folder.
+        evaluator: (:class:`~adasp.engine.parts.Evaluating`) None: no ``metrics.json``.
         config: written to ``config.yaml`` and checkpoints and checked on resume.
         context: the process's rank and device (default: from ``device``).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (when no ``context``).
         callbacks: yours, called in order after the built-in leading ones (backbone freezing)
             and before the trailing ones (evaluation, logging, checkpointing).
-        resume: continue the run in ``output_dir`` from its last checkpoint.
-        overwrite: replace the run ``output_dir`` holds (never done silently).
-        progress: show progress bars on the main rank.
-        summary: a description printed at the start (e.g. the dataset's summary).
+        resume, overwrite: continue the run in ``output_dir``, or replace it (never silently).
+        progress, summary: progress bars on the main rank; a text printed at the start.
         run_folder_lock: the folder's lock when the caller already claimed it.
 
     Example:
@@ -275,7 +276,7 @@ class Trainer:
         images = self.images_of(batch)
         # Built-in objectives take the loader's host labels (no wait for the device).
         pids = batch["pid"]
-        if not getattr(self.objective, "accepts_host_labels", False):
+        if not (isinstance(self.objective, HostLabels) and self.objective.accepts_host_labels):
             pids = pids.to(self.ctx.device, non_blocking=True)
         autocast: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         if self.amp:
