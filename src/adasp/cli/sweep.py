@@ -28,6 +28,7 @@ paired differences. Tune on a validation split, never on the test set:
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 HELP = "train every combination of a grid of config values"
 
@@ -92,6 +93,20 @@ def run(args: argparse.Namespace) -> int:
         return _sweep(args, overrides_from(args))
 
 
+def _run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """How every run of a sweep (or of a tuning's sweeps) is trained."""
+    from adasp.cli.common import show_progress
+
+    return {
+        "device": args.device,
+        "processes": args.processes,
+        "jobs": args.jobs,
+        "devices": [d for d in args.devices.split(",") if d],
+        "retry_failed": args.retry_failed,
+        "progress": show_progress(args),
+    }
+
+
 def _tune(args: argparse.Namespace, overrides: list[str]) -> int:
     from adasp.engine.sweep import parse_grid
     from adasp.engine.tuning import Tuning, parse_group_axes
@@ -107,11 +122,7 @@ def _tune(args: argparse.Namespace, overrides: list[str]) -> int:
         select_by=args.select_by,
         seeds=3 if args.seeds is None else args.seeds,
         overrides=overrides,
-        device=args.device,
-        processes=args.processes,
-        jobs=args.jobs,
-        devices=[d for d in args.devices.split(",") if d],
-        retry_failed=args.retry_failed,
+        **_run_options(args),
     )
     summary = tuning.run()
     report = write_tuning_report(args.output, summary)["report"]
@@ -130,7 +141,6 @@ def _tune(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _sweep(args: argparse.Namespace, overrides: list[str]) -> int:
-    from adasp.cli.common import show_progress
     from adasp.engine.sweep import Sweep, parse_grid, seed_axis
     from adasp.engine.typed_config import ConfigError
     from adasp.evaluation.seed_statistics import SEED_KEY
@@ -149,12 +159,7 @@ def _sweep(args: argparse.Namespace, overrides: list[str]) -> int:
         axes,
         args.output,
         overrides=overrides,
-        device=args.device,
-        processes=args.processes,
-        jobs=args.jobs,
-        devices=[d for d in args.devices.split(",") if d],
-        retry_failed=args.retry_failed,
-        progress=show_progress(args),
+        **_run_options(args),
     )
     rows = sweep.run()
     print(f"{len(rows)} of {len(sweep.runs)} runs finished; results: {sweep.output / 'results.md'}")
