@@ -103,6 +103,7 @@ def test_invalid_parameters(ids, instances, harmful, trials, message):
         simulate_harmful_pairs(ids, instances, harmful, trials)
 
 
+@pytest.mark.slow
 def test_sweep_writes_table_and_plot(tmp_path):
     results = sweep_harmful_pairs(4, 5, trials=200, seed=0)
     assert [r.harmful for r in results] == list(range(11))

@@ -21,6 +21,7 @@ def trained_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_evaluate_visualize_writes_ranked_lists_and_cmc(trained_run, tmp_path, capsys):
     from adasp.evaluation.query_results import load_evaluation_queries
 
@@ -83,6 +84,7 @@ def test_extract_a_folder(trained_run, tmp_path, pku_subset):
     }
 
 
+@pytest.mark.slow
 def test_search_two_folders_with_a_checkpoint(trained_run, tmp_path, pku_subset, capsys):
     results = tmp_path / "r.csv"
     code = main(["search", "--checkpoint", str(trained_run / "model.pt"),
@@ -113,6 +115,7 @@ def test_missing_checkpoint_is_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip().startswith("adasp evaluate: error: checkpoint not found")
 
 
+@pytest.mark.slow
 def test_visualize_with_reranking_draws_the_reranked_lists(trained_run, tmp_path):
     out = tmp_path / "eval"
     assert main(["evaluate", "--checkpoint", str(trained_run / "model.pt"), "--output", str(out),

@@ -56,6 +56,7 @@ def _start(folder, root, seed: int) -> dict:
         trainer.close()
 
 
+@pytest.mark.slow
 def test_the_seed_changes_initial_weights_batches_augmentation_and_dropout(
     tmp_path, synthetic_root
 ):

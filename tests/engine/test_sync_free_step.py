@@ -24,6 +24,9 @@ from adasp.engine.config import load_config
 from adasp.engine.trainer import Trainer, TrainingDiverged
 from tests.engine.conftest import poison_objective, tiny_overrides
 
+# ~0.7 s each (a model step per loss): in make test, not in the make test-fast loop.
+pytestmark = pytest.mark.slow
+
 READS = ("item", "__float__", "__int__", "__bool__", "tolist")
 
 

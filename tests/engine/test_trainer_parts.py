@@ -26,6 +26,7 @@ def _parts(root, *extra):
     return config, dataset, model, loader
 
 
+@pytest.mark.slow
 def test_a_trainer_built_by_hand_trains_evaluates_and_writes_its_folder(tmp_path, synthetic_root):
     config, dataset, model, loader = _parts(synthetic_root)
     trainer = Trainer(

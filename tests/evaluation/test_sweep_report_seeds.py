@@ -77,6 +77,7 @@ def test_t_quantile_matches_the_printed_table():
         t_quantile(1.0, 3)
 
 
+@pytest.mark.slow
 def test_t_quantile_matches_scipy():
     stats = pytest.importorskip("scipy.stats")
     for df in [*range(1, 60), 200, 10**4, 10**6]:

@@ -34,6 +34,7 @@ def test_registry_has_every_required_backbone():
     assert "resnet9000" not in BACKBONES
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in WIDTHS if n != "mgn"])  # MGN: test_mgn.py
 def test_every_backbone_gives_training_outputs_and_eval_embedding(name):
     torch.manual_seed(0)
@@ -49,6 +50,7 @@ def test_every_backbone_gives_training_outputs_and_eval_embedding(name):
     assert model.num_classes == 7
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("last_stride", "size"), [(1, (4, 2)), (2, (2, 1))])
 def test_last_stride_sets_the_final_map_size(last_stride, size):
     backbone = build_backbone("resnet50", last_stride=last_stride)
@@ -57,6 +59,7 @@ def test_last_stride_sets_the_final_map_size(last_stride, size):
     assert ibn(IMAGES).shape == (2, 2048, *size)
 
 
+@pytest.mark.slow
 def test_resnet_matches_torchvision_exactly_with_the_same_weights():
     for ours, theirs in (
         (resnet18, torchvision.models.resnet18),
@@ -124,6 +127,7 @@ def test_unknown_names_and_options_list_the_allowed_values():
         build_model("resnet18", 10, last_stride=3)
 
 
+@pytest.mark.slow
 def test_timm_backbone_by_name():
     pytest.importorskip("timm", reason="timm is an optional dependency")
     model = build_model("timm:resnet18", 5)

@@ -68,6 +68,7 @@ def test_torchvision_resnet50_file_loads_with_only_fc_unexpected(
     assert "unexpected 2 (fc." in caplog.text and str(path) in caplog.text
 
 
+@pytest.mark.slow
 def test_ibn_net_layout_file_loads(tmp_path, torchvision_resnet50):
     ibn = to_ibn_a_layout(torchvision_resnet50)
     assert "layer3.5.bn1.IN.weight" in ibn and "layer3.5.bn1.BN.running_mean" in ibn
@@ -87,6 +88,7 @@ def test_ibn_net_layout_file_loads(tmp_path, torchvision_resnet50):
     assert report.missing == () and sorted(report.unexpected) == ["fc.bias", "fc.weight"]
 
 
+@pytest.mark.slow
 def test_ibn_net_file_loads_into_every_mgn_branch(tmp_path, torchvision_resnet50):
     ibn = to_ibn_a_layout(torchvision_resnet50)
     path = tmp_path / "resnet50_ibn_a.safetensors"
@@ -156,6 +158,7 @@ def test_missing_and_unreadable_files(tmp_path):
         read_state_dict(tensor)
 
 
+@pytest.mark.slow
 def test_wrong_architecture_is_an_error_naming_the_keys(tmp_path):
     path = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
@@ -179,6 +182,7 @@ def test_whole_reid_model_state_dict_loads_its_backbone(tmp_path):
     torch.testing.assert_close(target.backbone.conv1.weight, source.backbone.conv1.weight)
 
 
+@pytest.mark.slow
 def test_imagenet_uses_the_hub_cache_and_explains_when_offline(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
 
