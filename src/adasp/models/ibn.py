@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from adasp.models.resnet import BasicBlock, Bottleneck, ResNet
+from adasp.models.resnet import BasicBlock, Bottleneck, ResNet, named_resnet
 
 _RELEASE = "https://github.com/XingangPan/IBN-Net/releases/download/v1.0/"
 #: The IBN-Net authors' ImageNet weights.
@@ -51,6 +51,10 @@ class IBN(nn.Module):
         return torch.cat((self.IN(first.contiguous()), self.BN(rest.contiguous())), dim=1)
 
 
+#: IBN as the first normalisation of each block in stages 1-3, BatchNorm in stage 4.
+IBN_A_STAGE_NORMS = (IBN, IBN, IBN, nn.BatchNorm2d)
+
+
 def ibn_a_resnet(
     block: type[BasicBlock] | type[Bottleneck],
     layers: Sequence[int],
@@ -65,7 +69,7 @@ def ibn_a_resnet(
         block,
         layers,
         last_stride,
-        stage_norm1=(IBN, IBN, IBN, nn.BatchNorm2d),
+        stage_norm1=IBN_A_STAGE_NORMS,
         zero_init_residual=zero_init_residual,
         non_local=non_local,
         stem_pool=stem_pool,
@@ -75,24 +79,9 @@ def ibn_a_resnet(
 def _named(
     name: str, block: type[BasicBlock] | type[Bottleneck], layers: Sequence[int]
 ) -> Callable[..., ResNet]:
-    def build(
-        *,
-        last_stride: int = 1,
-        zero_init_residual: bool = False,
-        non_local: bool = False,
-        stem_pool: str = "pad",
-    ) -> ResNet:
-        model = ibn_a_resnet(block, layers, last_stride, zero_init_residual, non_local, stem_pool)
-        model.imagenet_url = IMAGENET_URLS[name]
-        return model
-
-    build.__name__ = name
-    build.__qualname__ = name
-    build.__doc__ = (
-        f"{name} in the IBN-Net layout; ``last_stride`` 1 (default) or 2; ``non_local``, "
-        "``stem_pool`` as for ResNets."
+    return named_resnet(
+        name, block, layers, IMAGENET_URLS, IBN_A_STAGE_NORMS, layout="the IBN-Net layout"
     )
-    return build
 
 
 resnet18_ibn_a = _named("resnet18_ibn_a", BasicBlock, (2, 2, 2, 2))

@@ -264,9 +264,18 @@ STEM_POOLS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def _named(
-    name: str, block: type[BasicBlock] | type[Bottleneck], layers: Sequence[int]
+def named_resnet(
+    name: str,
+    block: type[BasicBlock] | type[Bottleneck],
+    layers: Sequence[int],
+    urls: dict[str, str],
+    stage_norm1: Sequence[NormFactory] | None = None,
+    layout: str = "torchvision's layout",
 ) -> Callable[..., ResNet]:
+    """The builder ``name(*, last_stride, zero_init_residual, non_local, stem_pool)`` of a
+    registered ResNet variant, with its ImageNet weights' address from ``urls`` (shared by the
+    plain and the IBN-a families, which differ in ``stage_norm1``)."""
+
     def build(
         *,
         last_stride: int = 1,
@@ -278,21 +287,28 @@ def _named(
             block,
             layers,
             last_stride,
+            stage_norm1=stage_norm1,
             zero_init_residual=zero_init_residual,
             non_local=non_local,
             stem_pool=stem_pool,
         )
-        model.imagenet_url = IMAGENET_URLS[name]
+        model.imagenet_url = urls[name]
         return model
 
     build.__name__ = name
     build.__qualname__ = name
     build.__doc__ = (
-        f"{name} in torchvision's layout; ``last_stride`` 1 (default) or 2; "
-        f"``zero_init_residual`` for training from scratch; ``non_local`` (AGW's non-local "
-        f"blocks); ``stem_pool`` ``pad`` or ``ceil``."
+        f"{name} in {layout}; ``last_stride`` 1 (default) or 2; ``zero_init_residual`` for "
+        "training from scratch; ``non_local`` (AGW's non-local blocks); ``stem_pool`` ``pad`` "
+        "or ``ceil``."
     )
     return build
+
+
+def _named(
+    name: str, block: type[BasicBlock] | type[Bottleneck], layers: Sequence[int]
+) -> Callable[..., ResNet]:
+    return named_resnet(name, block, layers, IMAGENET_URLS)
 
 
 resnet18 = _named("resnet18", BasicBlock, (2, 2, 2, 2))
