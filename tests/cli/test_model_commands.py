@@ -9,16 +9,11 @@ import pytest
 
 from adasp.cli import main
 from adasp.evaluation import load_embeddings
-from tests.engine.conftest import tiny_overrides
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    out = tmp_path_factory.mktemp("run") / "run"
-    args = ["train", "--config", "quickstart", "--output", str(out), "--no-progress"]
-    assert main([*args, *tiny_overrides(root), "schedule.epochs=1"]) == 0
-    return out
+def trained_run(finished_run):
+    return finished_run
 
 
 @pytest.mark.slow

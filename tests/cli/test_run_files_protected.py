@@ -13,23 +13,18 @@ import torch
 
 from adasp.cli import main
 from adasp.engine.checkpoint import load_checkpoint, save_checkpoint
-from tests.engine.conftest import tiny_overrides
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A finished one-epoch run, as ``adasp train`` writes it."""
-    root = tmp_path_factory.mktemp("synthetic")
-    out = tmp_path_factory.mktemp("runs") / "r"
-    args = ["train", "--config", "quickstart", "--output", str(out), "--no-progress"]
-    assert main([*args, *tiny_overrides(root), "schedule.epochs=1"]) == 0
-    embeddings = out.parent / "test.npz"
-    assert (
-        main(["extract", "--checkpoint", str(out / "model.pt"), "--output", str(embeddings)]) == 0
-    )
-    return out
+def run(finished_run):
+    """A finished one-epoch run, as ``adasp train`` writes it, and its test embeddings beside it."""
+    embeddings = finished_run.parent / "test.npz"
+    if not embeddings.exists():
+        checkpoint = str(finished_run / "model.pt")
+        assert main(["extract", "--checkpoint", checkpoint, "--output", str(embeddings)]) == 0
+    return finished_run
 
 
 def _digests(folder):
