@@ -22,11 +22,12 @@ demo: $(STAMP)
 
 # ruff, mypy on src/ (config: [tool.mypy] in pyproject.toml), then every test, the slow ones too: tests/test_wheel.py builds the wheel offline,
 # installs it into a fresh venv and trains the quickstart preset from outside the checkout.
+# The 25 slowest tests are listed at the end: the suite must stay under 15 minutes on CI.
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=25
 
 # The inner loop: every test but the ones marked slow (training runs, subprocesses, DDP, the
 # wheel): 35 s on 2 busy cores. One torch thread: on cores other jobs also use, two intra-op

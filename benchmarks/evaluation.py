@@ -172,11 +172,13 @@ def build_fastreid_evaluator(folder: str):
 
 
 def adasp_evaluate(dist, q_pids, g_pids, q_cams, g_cams, locate):
-    """``evaluate_ranking`` with the given ``locate`` method (its default block size)."""
+    """``evaluate_ranking`` as it is now (``locate="keys"``, blocks split over the cores) or as
+    it was before (``locate="grid"``, one block at a time), with the default block size."""
     from adasp.evaluation.inputs import resolve_chunk_size
     from adasp.evaluation.metrics import RankingEvaluator
 
-    evaluator = RankingEvaluator(g_pids, g_cams, 50, locate=locate)
+    threads = 1 if locate == "grid" else None
+    evaluator = RankingEvaluator(g_pids, g_cams, 50, locate=locate, threads=threads)
     step = resolve_chunk_size(None, dist.shape[1])
     for begin in range(0, dist.shape[0], step):
         rows = slice(begin, begin + step)
@@ -198,7 +200,8 @@ def market_benchmark(scale: float, repeats: int, fastreid: bool) -> list[str]:
         evaluate_cy, why_not = build_fastreid_evaluator(folder.name)
     print(f"\n## Market-1501 size: {num_q} queries x {num_g} gallery, float32 cosine distances")
     print(
-        f"adasp: best of {repeats} runs each, before (locate=grid) and now (locate=keys) "
+        f"adasp: best of {repeats} runs each, before (locate=grid, one block at a time) and now "
+        "(locate=keys, each block split over the threads) "
         "interleaved; fast-reid: its compiled evaluate_cy, one run"
         + ("" if evaluate_cy else f" (not run: {why_not})")
     )

@@ -74,7 +74,7 @@ def test_a_stopped_rank_ends_the_others_with_one_line(tmp_path, synthetic_root):
         "-m", "adasp", "--plugin", "record_pid", "train", "--config", "quickstart",
         "--output", str(out), "--device", "cpu", "--no-progress",
         *tiny_overrides(synthetic_root), "schedule.epochs=50", "train.eval_every=0",
-        "train.ddp_timeout_s=15",
+        "train.ddp_timeout_s=8",
     ]  # fmt: skip
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
     stopped = None
@@ -96,6 +96,6 @@ def test_a_stopped_rank_ends_the_others_with_one_line(tmp_path, synthetic_root):
     err = stderr.decode()
     ours = [line for line in err.splitlines() if line.startswith("adasp train: error:")]
     assert len(ours) == 1, err[-4000:]
-    assert "rank 1 of 2 did not answer within 15 s (train.ddp_timeout_s)" in ours[0]
+    assert "rank 1 of 2 did not answer within 8 s (train.ddp_timeout_s)" in ours[0]
     state = load_checkpoint(checkpoint)  # intact: it loads, and it is a finished epoch
     assert state["batches_done"] == 0 and state["epoch"] >= 1

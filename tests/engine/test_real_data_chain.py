@@ -20,7 +20,8 @@ def test_two_losses_two_seeds_one_epoch_on_real_images_then_the_report(tmp_path,
     out = tmp_path / "real"
     code = main(["sweep", "--config", "cpu/mobilenet", "--root", str(pku_subset),
                  "--grid", "loss.name=adasp,triplet", "--seeds", "2", "--output", str(out),
-                 "schedule.epochs=1", "train.log_every=100"])  # fmt: skip
+                 "schedule.epochs=1", "train.log_every=100", "data.num_workers=0",
+                 "data.test_batch_size=256"])  # fmt: skip
     assert code == 0
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert len(rows) == 4 and all(0 < float(r["mAP"]) <= 1 for r in rows)
@@ -33,7 +34,8 @@ def test_two_losses_two_seeds_one_epoch_on_real_images_then_the_report(tmp_path,
     scratch = tmp_path / "scratch"
     code = main(["train", "--config", "cpu/mobilenet", "--root", str(pku_subset),
                  "--output", str(scratch), "model.pretrained=null", "train.seed=0",
-                 "schedule.epochs=1", "train.log_every=100"])  # fmt: skip
+                 "schedule.epochs=1", "train.log_every=100", "data.num_workers=0",
+                 "data.test_batch_size=256"])  # fmt: skip
     assert code == 0
     scratch_map = json.loads((scratch / "metrics.json").read_text())["mAP"]
     imagenet_map = float(next(r["mAP"] for r in rows if r["loss.name"] == "adasp"

@@ -60,6 +60,7 @@ def test_keys_match_the_reference_and_the_float_grid(monkeypatch, kind, slices):
     monkeypatch.setattr(match_ranks, "KEY_ITEMS_PER_BIN", 0)  # also on short rows
     if slices == "tiny":  # column slices, one-row groups, batched ties
         monkeypatch.setattr(match_ranks, "SLICE_ELEMENTS", 16)
+        monkeypatch.setattr(match_ranks, "KEY_SLICE_ELEMENTS", 16)
         monkeypatch.setattr(match_ranks, "GRID_ENTRIES", 64)
         monkeypatch.setattr(match_ranks, "TIE_BATCH", 3)
     rng = np.random.default_rng(3)
@@ -111,6 +112,37 @@ def test_keys_place_negative_items_and_minus_zero_below_positive_matches(monkeyp
     reference = naive_evaluate(*case, max_rank=10)
     np.testing.assert_allclose(evaluate(case, "keys")["ap"], reference["ap"], atol=1e-15)
     assert calls
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_a_block_split_over_threads_ranks_exactly_as_one_thread(monkeypatch, threads):
+    # The key histogram of a large CPU block runs on `threads` Python threads, one part of the
+    # rows each: the same results as one thread, and the caller's torch thread count is kept.
+    calls = keys_calls(monkeypatch)
+    monkeypatch.setattr(match_ranks, "SPLIT_MIN_ITEMS", 1000)
+    rng = np.random.default_rng(5)
+    num_q, num_g = 40, 3000
+    q_pids = rng.integers(1, 300, num_q)
+    g_pids = rng.integers(0, 300, num_g)
+    g_pids[rng.random(num_g) < 0.05] = -1
+    q_cams, g_cams = rng.integers(0, 4, num_q), rng.integers(0, 4, num_g)
+    dist = (rng.random((num_q, num_g)) + 0.2).astype(np.float32)
+    case = (dist, q_pids, g_pids, q_cams, g_cams)
+    before = torch.get_num_threads()
+    split = evaluate(case, "keys", threads=threads)
+    assert torch.get_num_threads() == before
+    assert len(calls) == threads  # one call per part
+    assert_identical(split, evaluate(case, "keys", threads=1))
+    reference = naive_evaluate(*case, max_rank=10)
+    np.testing.assert_allclose(split["ap"], reference["ap"], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True])
+def test_bad_threads_are_refused(threads):
+    from adasp.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="threads must be a positive integer"):
+        RankingEvaluator(torch.arange(3), torch.zeros(3), threads=threads)
 
 
 def test_bad_locate_is_refused():

@@ -18,7 +18,10 @@ each other, so they stay together.
 
 from __future__ import annotations
 
+import itertools
 import math
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import torch
 
@@ -37,6 +40,18 @@ KEYS_PACK_BELOW_SHARE = 0.06
 #: 2**15 took 0.41 s, 2**17 0.22 s and 2**18 0.20 s with 2 threads (0.42 / 0.29 / 0.28 s with
 #: one), so slices are large enough for torch to split an operation over its threads.
 SLICE_ELEMENTS = 1 << 18
+
+#: The same for the integer-key histogram, whose blocks run on one thread each
+#: (:func:`_split_rows` splits a block over the cores): larger
+#: slices mean fewer operations, hence less Python overhead and less waiting for the GIL
+#: between the two threads (Market size, 2 cores: 2**18 0.24 s, 2**20 0.19 s, random matrix).
+KEY_SLICE_ELEMENTS = 1 << 20
+
+#: Items of a CPU block from which :func:`_histogram_keys` runs on several Python threads, one
+#: part of the rows each, with torch's intra-op parallelism off in them: its histogram, byte
+#: lookup and ``nonzero`` are single-threaded operations in torch, so a block placed at once
+#: leaves the other cores idle (Market size, 2 cores: docs/performance.md).
+SPLIT_MIN_ITEMS = 1 << 20
 
 #: How items are placed among the thresholds when most are nearer than the last match.
 LOCATE_METHODS = ("keys", "grid")
@@ -78,6 +93,7 @@ def match_ranks(
     junk_cols: torch.Tensor | None,
     camera_filter: bool,
     locate: str = "keys",
+    threads: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """0-based ranks ``(B, Mmax)`` of each query's good matches among its ranked items, in
     increasing order, and the number of good matches ``(B,)``; entries beyond a query's count
@@ -131,7 +147,9 @@ def match_ranks(
     crossover = KEYS_PACK_BELOW_SHARE if keys else PACK_BELOW_SHARE
     if nearer > crossover * sampled.numel():
         if keys:
-            counts, tie_fix = _histogram_keys(dist, matches, excluded, present, junk_cols)
+            counts, tie_fix = _split_rows(
+                _histogram_keys, dist, threads, matches, excluded, present, junk_cols
+            )
         else:
             counts, tie_fix = _histogram(dist, matches, excluded, junk_cols)
     else:
@@ -144,6 +162,40 @@ def match_ranks(
         counts, tie_fix = _histogram_items(hit_row, hit_col, dist[hit_row, hit_col], matches)
     before = _nearer(counts, matches) + tie_fix
     return torch.arange(max_matches, device=device) + before, num_matches
+
+
+def _split_rows(
+    place: Any,
+    values: torch.Tensor,
+    threads: int,
+    matches: _Matches,
+    excluded: torch.Tensor,
+    present: torch.Tensor,
+    junk_cols: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``place(values, matches, excluded, present, junk_cols)`` (rows are independent) on
+    ``threads`` contiguous parts of the rows at once, each on its own thread, for large CPU
+    blocks; the parts' ``counts`` and ``tie_fix`` rows concatenated in order."""
+    rows = values.shape[0]
+    if values.device.type != "cpu" or threads < 2 or values.numel() < SPLIT_MIN_ITEMS:
+        return place(values, matches, excluded, present, junk_cols)
+    count = min(threads, rows)
+    bounds = [rows * i // count for i in range(count + 1)]
+    parts = [slice(a, b) for a, b in itertools.pairwise(bounds)]
+
+    def part_on_one_thread(part: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        # OpenMP's thread count is per calling thread: this leaves the main thread's alone.
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return place(values[part], matches.rows(part), excluded[part], present[part], junk_cols)
+        finally:
+            torch.set_num_threads(previous)
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        done = list(pool.map(part_on_one_thread, parts))
+    counts, tie_fix = (torch.cat(pieces) for pieces in zip(*done, strict=True))
+    return counts, tie_fix
 
 
 class _Matches:
@@ -479,6 +531,8 @@ class _KeyGrid:
     ) -> torch.Tensor:
         """Bins ``(r, n)`` int32 of int32 keys ``(r, n)`` of the grid's rows ``rows``."""
         out = torch.bitwise_right_shift(keys, self.shift[rows], out=out)
+        # A clamp to scalar bounds: clamping to per-row bounds (to fold the row offsets of
+        # the histogram into the subtraction) measured twice as slow as the two passes.
         return out.sub_(self.start[rows]).clamp_(0, self.width - 1)
 
 
@@ -527,8 +581,8 @@ def _histogram_keys(
     tie_fix = torch.zeros(matches.dist.shape, dtype=torch.int64, device=device)
     keys = values.view(torch.int32)
     if device.type == "cpu":
-        row_step = max(1, SLICE_ELEMENTS // max(width, 1))
-        col_step = width if row_step > 1 else SLICE_ELEMENTS
+        row_step = max(1, KEY_SLICE_ELEMENTS // max(width, 1))
+        col_step = width if row_step > 1 else KEY_SLICE_ELEMENTS
     else:
         row_step, col_step = rows, width
     size = min(row_step, rows) * min(col_step, width)

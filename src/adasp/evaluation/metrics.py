@@ -58,6 +58,9 @@ class RankingEvaluator:
         locate: how weak models' rankings are searched (:func:`match_ranks`): ``"keys"``
             (default, faster) or ``"grid"`` (the earlier method, kept to compare); the
             results are identical.
+        threads: Python threads that place a weak ranking's items at once on the CPU
+            (:func:`match_ranks`; None: torch's intra-op thread count). The results do not
+            depend on it.
     """
 
     def __init__(
@@ -71,7 +74,13 @@ class RankingEvaluator:
         junk_pid: int | None = -1,
         device: torch.device | str | None = None,
         locate: str = "keys",
+        threads: int | None = None,
     ) -> None:
+        if threads is not None and (
+            isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+        ):
+            raise UserInputError(f"threads must be a positive integer or None; got {threads!r}")
+        self.threads = threads
         if isinstance(max_rank, bool) or not isinstance(max_rank, (int, np.integer)):
             raise UserInputError(f"max_rank must be a positive integer; got {max_rank!r}")
         if max_rank < 1:
@@ -141,6 +150,7 @@ class RankingEvaluator:
             self._junk_cols,
             self.camera_filter,
             self.locate,
+            torch.get_num_threads() if self.threads is None else self.threads,
         )
         ap, inp, first = _metrics_from_ranks(ranks, num_matches, self.ap_mode)
         valid = ~torch.isnan(ap)
