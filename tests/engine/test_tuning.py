@@ -14,7 +14,6 @@ from adasp.engine.tuning import TUNING_MANIFEST, Tuning, load_tuning, parse_grou
 from adasp.engine.typed_config import ConfigError
 from adasp.errors import UserInputError
 from adasp.evaluation.tuning_report import write_tuning_report
-from tests.conftest import SHARED_SUBSET
 from tests.engine.conftest import tiny_overrides
 
 GROUPS = parse_grid("loss.name=none,adasp,triplet")
@@ -136,30 +135,18 @@ def test_report_refuses_an_unknown_baseline_group(synthetic_root, tmp_path, caps
 
 
 @pytest.mark.slow
-def test_tuning_command_on_real_pedestrians(tmp_path, capsys):
-    """The selection command end to end on the PKU subset: 2 methods x 2 cells, then 1 seed
-    each (6 one-epoch runs, ~2 min on 2 idle cores)."""
-    if not SHARED_SUBSET.is_dir():
-        pytest.skip(f"the shared real subset is absent ({SHARED_SUBSET})")
-    out = tmp_path / "tuning"
-    command = [
-        "sweep", "--config", "cpu/mobilenet", "--root", str(SHARED_SUBSET),
-        "--group", "loss.name=adasp,triplet", "--grid", "loss.weight=0.1,1.0",
-        "--grid-for", "adasp:loss.temperature=0.04",
-        "--grid-for", "triplet:loss.options={triplet: {margin: 0.3, normalize: true}}",
-        "--seeds", "1", "--output", str(out),
-        "schedule.epochs=1", "schedule.cosine_delay_epochs=0", "data.num_workers=0",
-        "data.test_batch_size=256",
-    ]  # fmt: skip
-    assert main(command) == 0
-    printed = capsys.readouterr().out
-    assert "loss.name=adasp: 2 cells, selected loss.weight=" in printed
+def test_tuning_command_on_real_pedestrians(real_tuning):
+    """The selection command end to end on the PKU subset (the session's `real_tuning`)."""
+    out = real_tuning.output
+    assert "loss.name=adasp: 2 cells, selected loss.weight=" in real_tuning.printed
     summary = json.loads((out / TUNING_MANIFEST).read_text())["summary"]
     assert summary["equal_budget"] is True
     for group in ("adasp", "triplet"):
-        assert sorted(summary["seeded"][group]) == ["1"]
-        assert 0.0 < summary["seeded"][group]["1"]["mAP"] <= 1.0
+        assert sorted(summary["seeded"][group]) == ["1", "2"]
+        assert all(0.0 < m["mAP"] <= 1.0 for m in summary["seeded"][group].values())
     # Everything is finished: the same command trains nothing more and reports again.
-    assert main(command) == 0
+    assert main(real_tuning.command) == 0
     assert main(["report", str(out), "--baseline", "triplet"]) == 0
-    assert "adasp − triplet" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "adasp − triplet" in report
+    assert "95 % t-interval" in report

@@ -35,6 +35,17 @@ def weak_case(rng, num_q, num_g, kind, junk=False):
     return dist.astype(np.float32), q_pids, g_pids, q_cams, g_cams
 
 
+def long_rows_case(rng, num_q, num_g, num_ids):
+    """Market-like long rows of a weak model (5 % junk gallery items); the query identity's
+    items slightly nearer on average."""
+    q_pids = rng.integers(1, num_ids, num_q)
+    g_pids = rng.integers(0, num_ids, num_g)
+    g_pids[rng.random(num_g) < 0.05] = -1
+    q_cams, g_cams = rng.integers(0, 4, num_q), rng.integers(0, 4, num_g)
+    dist = rng.random((num_q, num_g)) + 0.2 - 0.1 * (q_pids[:, None] == g_pids[None, :])
+    return dist.astype(np.float32), q_pids, g_pids, q_cams, g_cams
+
+
 def keys_calls(monkeypatch):
     calls = []
     original = match_ranks._histogram_keys
@@ -85,14 +96,7 @@ def test_keys_match_the_reference_and_the_float_grid(monkeypatch, kind, slices):
 def test_keys_are_used_on_weak_market_like_rows(monkeypatch):
     # Long rows at the default settings, a weak model: the path a weak checkpoint takes.
     calls = keys_calls(monkeypatch)
-    rng = np.random.default_rng(11)
-    num_q, num_g = 6, 3000
-    q_pids = rng.integers(1, 200, num_q)
-    g_pids = rng.integers(0, 200, num_g)
-    g_pids[rng.random(num_g) < 0.05] = -1
-    q_cams, g_cams = rng.integers(0, 4, num_q), rng.integers(0, 4, num_g)
-    dist = rng.random((num_q, num_g)) + 0.2 - 0.1 * (q_pids[:, None] == g_pids[None, :])
-    case = (dist.astype(np.float32), q_pids, g_pids, q_cams, g_cams)
+    case = long_rows_case(np.random.default_rng(11), 6, 3000, 200)
     keys = evaluate(case, "keys")
     assert calls
     assert_identical(keys, evaluate(case, "grid"))
@@ -120,14 +124,7 @@ def test_a_block_split_over_threads_ranks_exactly_as_one_thread(monkeypatch, thr
     # rows each: the same results as one thread, and the caller's torch thread count is kept.
     calls = keys_calls(monkeypatch)
     monkeypatch.setattr(match_ranks, "SPLIT_MIN_ITEMS", 1000)
-    rng = np.random.default_rng(5)
-    num_q, num_g = 40, 3000
-    q_pids = rng.integers(1, 300, num_q)
-    g_pids = rng.integers(0, 300, num_g)
-    g_pids[rng.random(num_g) < 0.05] = -1
-    q_cams, g_cams = rng.integers(0, 4, num_q), rng.integers(0, 4, num_g)
-    dist = (rng.random((num_q, num_g)) + 0.2).astype(np.float32)
-    case = (dist, q_pids, g_pids, q_cams, g_cams)
+    case = long_rows_case(np.random.default_rng(5), 40, 3000, 300)
     before = torch.get_num_threads()
     split = evaluate(case, "keys", threads=threads)
     assert torch.get_num_threads() == before
