@@ -183,9 +183,11 @@ def _split_rows(
     bounds = [rows * i // count for i in range(count + 1)]
     parts = [slice(a, b) for a, b in itertools.pairwise(bounds)]
 
+    # Read here, on the calling thread: where the count is global (a build without OpenMP,
+    # whose count is per thread) a worker could otherwise read another worker's 1.
+    previous = torch.get_num_threads()
+
     def part_on_one_thread(part: slice) -> tuple[torch.Tensor, torch.Tensor]:
-        # OpenMP's thread count is per calling thread: this leaves the main thread's alone.
-        previous = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
             return place(values[part], matches.rows(part), excluded[part], present[part], junk_cols)
