@@ -85,7 +85,7 @@ ONE_REAL_EPOCH = ["schedule.epochs=1", "schedule.cosine_delay_epochs=0", "data.n
 def real_tuning(tmp_path_factory) -> RealTuning:
     """``adasp sweep --group`` on the PKU subset, shared by the tuning test and the real-data
     chain: 2 methods x 2 cells on seed 0, then each winner on seeds 1 and 2 (8 one-epoch
-    runs, ~1.5 min on 2 idle cores)."""
+    runs, ~2 min on 2 idle cores)."""
     from tests.conftest import SHARED_SUBSET as pku_subset
 
     if not pku_subset.is_dir():
