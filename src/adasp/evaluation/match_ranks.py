@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import torch
 
@@ -165,7 +165,7 @@ def match_ranks(
 
 
 def _split_rows(
-    place: Any,
+    place: Callable[..., tuple[torch.Tensor, torch.Tensor]],
     values: torch.Tensor,
     threads: int,
     matches: _Matches,
@@ -183,8 +183,8 @@ def _split_rows(
     bounds = [rows * i // count for i in range(count + 1)]
     parts = [slice(a, b) for a, b in itertools.pairwise(bounds)]
 
-    # Read here, on the calling thread: where the count is global (a build without OpenMP,
-    # whose count is per thread) a worker could otherwise read another worker's 1.
+    # Read here, on the calling thread: OpenMP's count is per thread, but where it is global
+    # (a build without OpenMP) a worker could otherwise read another worker's 1 and keep it.
     previous = torch.get_num_threads()
 
     def part_on_one_thread(part: slice) -> tuple[torch.Tensor, torch.Tensor]:
