@@ -308,6 +308,7 @@ def main() -> None:
                     runners[name].phases.rates.append(timed_block(runners[name], steps, batch))
                 print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
             report(runners, batch, rounds * steps)
+            arithmetic_ceiling(runners, batch, k, size, num_classes, quick=args.quick)
             if args.profile:
                 profile(runners)
         finally:
@@ -344,6 +345,59 @@ def report(runners: dict[str, Any], batch: int, steps: int) -> None:
         rest = p.step - p.forward - p.loss - p.optimizer
         cells = [p.loader, p.forward, p.loss, rest, p.optimizer, p.step]
         print(f"| {name} | " + " | ".join(f"{1000 * c / steps:.0f}" for c in cells) + " |")
+
+
+def arithmetic_ceiling(
+    runners: dict[str, Any],
+    batch: int,
+    k: int,
+    size: tuple[int, int],
+    num_classes: int,
+    quick: bool,
+) -> None:
+    """How close each loop is to the most this CPU can do with the step's arithmetic.
+
+    The step's floating-point operations (forward and backward of the model and the loss:
+    convolutions and matrix products, counted by ``torch.utils.flop_counter``) per second,
+    against a float32 matrix product (2048², the best of 5, at the peer's thread count) on
+    the same cores: no loop running the same arithmetic can go faster than that product's
+    rate, so ``sgemm / peer`` bounds what any loop-level change can gain.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from adasp.engine.builders import build_objective
+
+    model, objective = build_model(num_classes), build_objective(loss_config())
+    model.train()
+    images = torch.randn(batch, 3, *size)
+    pids = torch.arange(batch) // k
+    with FlopCounterMode(display=False) as counter:
+        total, _ = objective(model(images), pids)
+        total.backward()
+    flops = counter.get_total_flops()
+    side = 256 if quick else 2048
+    a, b = torch.randn(side, side), torch.randn(side, side)
+    torch.set_num_threads(runners["peer-style"].threads)
+    best = float("inf")
+    for _ in range(6):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    sgemm = 2 * side**3 / best / 1e9
+    peer = flops * statistics.median(runners["peer-style"].phases.rates) / batch / 1e9
+    print(
+        f"\n## Arithmetic: {flops / 1e9:.1f} GFLOP per step (forward + backward); float32 "
+        f"matrix product {side}² at {runners['peer-style'].threads} threads: {sgemm:.0f} GFLOP/s"
+    )
+    print("| loop | GFLOP/s | share of the matrix product's rate |")
+    print("|---|---:|---:|")
+    for name, runner in runners.items():
+        rate = flops * statistics.median(runner.phases.rates) / batch / 1e9
+        print(f"| {name} | {rate:.0f} | {rate / sgemm:.0%} |")
+    print(
+        f"The most any loop doing this arithmetic can reach here: {sgemm / peer:.2f}× the "
+        "peer-style loop (the matrix product's rate over the peer's)."
+    )
 
 
 def profile(runners: dict[str, Any]) -> None:

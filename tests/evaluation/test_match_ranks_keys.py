@@ -73,6 +73,7 @@ def test_keys_match_the_reference_and_the_float_grid(monkeypatch, kind, slices):
         monkeypatch.setattr(match_ranks, "SLICE_ELEMENTS", 16)
         monkeypatch.setattr(match_ranks, "KEY_SLICE_ELEMENTS", 16)
         monkeypatch.setattr(match_ranks, "GRID_ENTRIES", 64)
+        monkeypatch.setattr(match_ranks, "KEY_GRID_ENTRIES", 64)
         monkeypatch.setattr(match_ranks, "TIE_BATCH", 3)
     rng = np.random.default_rng(3)
     checked = 0
@@ -99,6 +100,38 @@ def test_keys_are_used_on_weak_market_like_rows(monkeypatch):
     case = long_rows_case(np.random.default_rng(11), 6, 3000, 200)
     keys = evaluate(case, "keys")
     assert calls
+    assert_identical(keys, evaluate(case, "grid"))
+    reference = naive_evaluate(*case, max_rank=10)
+    np.testing.assert_allclose(keys["ap"], reference["ap"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(keys["cmc"], reference["cmc"], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("slices", ["default", "rows of two"])
+def test_keys_with_hundreds_of_matches_per_query(monkeypatch, slices):
+    # ~200 matches per query: ~400 thresholds a row, past the one-byte table of first
+    # thresholds (int16 then); bins holding several matches; equal distances among them.
+    calls = keys_calls(monkeypatch)
+    monkeypatch.setattr(match_ranks, "KEY_ITEMS_PER_BIN", 0)
+    if slices != "default":
+        monkeypatch.setattr(match_ranks, "KEY_SLICE_ELEMENTS", 2 * 1500)
+        monkeypatch.setattr(match_ranks, "KEY_GRID_ENTRIES", 1)
+    rng = np.random.default_rng(8)
+    num_q, num_g = 5, 1500
+    g_pids = np.where(np.arange(num_g) < 1200, 1 + np.arange(num_g) % 3, 4)
+    q_pids = rng.integers(1, 4, num_q)
+    q_cams, g_cams = rng.integers(0, 2, num_q), rng.integers(0, 2, num_g)
+    dist = (rng.random((num_q, num_g)) + 0.05).astype(np.float32)
+    dist[:, ::11] = dist[:, 1::11].max()  # a block of equal distances, matches among them
+    case = (dist, q_pids, g_pids, q_cams, g_cams)
+    tables = []
+    grid = match_ranks._KeyGrid
+    monkeypatch.setattr(
+        match_ranks, "_KeyGrid", lambda *args: tables.append(grid(*args)) or tables[-1]
+    )
+    keys = evaluate(case, "keys")
+    assert calls
+    assert {table.first.dtype for table in tables} == {torch.int16}
+    assert max(table.max_run for table in tables) > 2
     assert_identical(keys, evaluate(case, "grid"))
     reference = naive_evaluate(*case, max_rank=10)
     np.testing.assert_allclose(keys["ap"], reference["ap"], rtol=0, atol=1e-12)
@@ -147,3 +180,17 @@ def test_bad_locate_is_refused():
 
     with pytest.raises(UserInputError, match="locate"):
         RankingEvaluator(torch.arange(3), torch.zeros(3), locate="sort")
+
+
+def test_part_workers_are_kept_per_process_and_remade_in_a_forked_child(monkeypatch):
+    # The threads are shared and kept (fresh threads per block cost page faults); a child
+    # process (another pid) cannot use its parent's threads and makes its own.
+    workers = match_ranks.part_workers(2)
+    assert match_ranks.part_workers(2) is workers
+    assert workers.map(lambda part: part.start, [slice(3, 4), slice(1, 2)]) == [3, 1]
+    pool = workers._pool
+    assert workers.map(lambda part: part.stop, [slice(0, 5)]) == [5]
+    assert workers._pool is pool
+    monkeypatch.setattr(match_ranks.os, "getpid", lambda: -1)
+    assert workers.map(lambda part: part.stop, [slice(0, 7)]) == [7]
+    assert workers._pool is not pool

@@ -20,10 +20,15 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import torch
+
+_T = TypeVar("_T")
 
 #: Share of a block's items nearer than their query's last match below which those items are
 #: packed first (two extra passes over the block, then work per packed item only) rather than
@@ -59,6 +64,10 @@ LOCATE_METHODS = ("keys", "grid")
 #: Lookup-table entries of one :class:`ThresholdGrid` (rows x bins), built for a group of rows.
 GRID_ENTRIES = 1 << 18
 
+#: Table entries of one :class:`_KeyGrid` (rows x bins, one byte each), built for a group of
+#: rows: larger groups mean fewer per-group operations; the table stays cache-resident.
+KEY_GRID_ENTRIES = 1 << 20
+
 #: Items equal to a threshold resolved together (bounds their memory with heavy ties).
 TIE_BATCH = 1 << 20
 
@@ -93,7 +102,7 @@ def match_ranks(
     junk_cols: torch.Tensor | None,
     camera_filter: bool,
     locate: str = "keys",
-    threads: int = 1,
+    workers: PartWorkers | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """0-based ranks ``(B, Mmax)`` of each query's good matches among its ranked items, in
     increasing order, and the number of good matches ``(B,)``; entries beyond a query's count
@@ -148,7 +157,7 @@ def match_ranks(
     if nearer > crossover * sampled.numel():
         if keys:
             counts, tie_fix = _split_rows(
-                _histogram_keys, dist, threads, matches, excluded, present, junk_cols
+                _histogram_keys, dist, workers, matches, excluded, present, junk_cols
             )
         else:
             counts, tie_fix = _histogram(dist, matches, excluded, junk_cols)
@@ -164,22 +173,65 @@ def match_ranks(
     return torch.arange(max_matches, device=device) + before, num_matches
 
 
+class PartWorkers:
+    """Threads that place the parts of a large CPU block's rows at once (:func:`_split_rows`).
+
+    Kept for the process and shared (:func:`part_workers`), as torch keeps its intra-op
+    threads: fresh threads for every block cost page faults, since glibc serves each thread
+    from an arena whose memory a new thread touches afresh (~20,000 faults and about 15 %
+    of the time for a Market-size random matrix on 2 threads); kept threads reuse theirs. A
+    forked child makes its own threads on first use.
+    """
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._pool: ThreadPoolExecutor | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def map(self, fn: Callable[[slice], _T], parts: list[slice]) -> list[_T]:
+        """``fn`` of each part, on the threads, in order."""
+        with self._lock:
+            if self._pool is None or self._pid != os.getpid():
+                self._pool = ThreadPoolExecutor(self.count, thread_name_prefix="adasp-ranks")
+                self._pid = os.getpid()
+            pool = self._pool
+        return list(pool.map(fn, parts))
+
+
+_PART_WORKERS: dict[int, PartWorkers] = {}
+_PART_WORKERS_LOCK = threading.Lock()
+
+
+def part_workers(count: int) -> PartWorkers:
+    """The process's :class:`PartWorkers` of ``count`` threads (made on first use)."""
+    with _PART_WORKERS_LOCK:
+        if count not in _PART_WORKERS:
+            _PART_WORKERS[count] = PartWorkers(count)
+        return _PART_WORKERS[count]
+
+
 def _split_rows(
     place: Callable[..., tuple[torch.Tensor, torch.Tensor]],
     values: torch.Tensor,
-    threads: int,
+    workers: PartWorkers | None,
     matches: _Matches,
     excluded: torch.Tensor,
     present: torch.Tensor,
     junk_cols: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``place(values, matches, excluded, present, junk_cols)`` (rows are independent) on
-    ``threads`` contiguous parts of the rows at once, each on its own thread, for large CPU
+    contiguous parts of the rows at once, one per thread of ``workers``, for large CPU
     blocks; the parts' ``counts`` and ``tie_fix`` rows concatenated in order."""
     rows = values.shape[0]
-    if values.device.type != "cpu" or threads < 2 or values.numel() < SPLIT_MIN_ITEMS:
+    if (
+        workers is None
+        or workers.count < 2
+        or values.device.type != "cpu"
+        or values.numel() < SPLIT_MIN_ITEMS
+    ):
         return place(values, matches, excluded, present, junk_cols)
-    count = min(threads, rows)
+    count = min(workers.count, rows)
     bounds = [rows * i // count for i in range(count + 1)]
     parts = [slice(a, b) for a, b in itertools.pairwise(bounds)]
 
@@ -194,8 +246,7 @@ def _split_rows(
         finally:
             torch.set_num_threads(previous)
 
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        done = list(pool.map(part_on_one_thread, parts))
+    done = workers.map(part_on_one_thread, parts)
     counts, tie_fix = (torch.cat(pieces) for pieces in zip(*done, strict=True))
     return counts, tie_fix
 
@@ -486,13 +537,21 @@ class _KeyGrid:
     order non-negative floats (negative ones, and -0.0, read as negative integers, fall in
     bin 0, below every positive threshold), so an item and a threshold in different bins are
     ordered by their bins: only the items of the bins holding a threshold need a comparison.
-    ``marked (rows, width)``: the bins holding a threshold; ``position (rows, width)``: per
-    bin, the number of thresholds in lower bins, the position of every item of an unmarked
-    bin. ``width`` is shared by the group's rows.
+
+    Tables, rows of ``stride = width + 1`` entries (the last column takes the thresholds that
+    are not finite, or of rows without matches, and no item):
+
+    - ``first (rows, stride)``, uint8 (int16/int32 for many thresholds): 0 for a bin without
+      thresholds, else 1 + the index of the bin's first threshold in its row, the position
+      from which an item of that bin is placed by comparisons; ``marked`` its bool mask;
+    - ``run (rows, T)``: per threshold, the number of thresholds in its bin.
+
+    Each item reads one byte of ``marked`` (bool, looked up as uint8), a table small enough to
+    stay in cache; ``first`` is read for the few items of marked bins only.
     """
 
     def __init__(self, thresholds: torch.Tensor, active: torch.Tensor, target: int) -> None:
-        rows = thresholds.shape[0]
+        rows, count = thresholds.shape
         device = thresholds.device
         keys = thresholds.view(torch.int32)
         finite = torch.isfinite(thresholds) & active[:, None]
@@ -504,29 +563,26 @@ class _KeyGrid:
         self.start = (low >> self.shift) - 1
         top = (high >> self.shift) - self.start  # the last bin holding thresholds
         self.width = int(top.max()) + 2 if rows else 2
-        bins = self.bins(keys).long().masked_fill_(~finite, self.width)  # to a spare column
-        per_bin = torch.zeros((rows, self.width + 1), dtype=torch.int64, device=device)
-        per_bin.scatter_add_(1, bins, torch.ones_like(bins))
-        self.per_bin = per_bin[:, : self.width]
-        self.marked = self.per_bin > 0
-        self.position = torch.cumsum(self.per_bin, 1) - self.per_bin
-
-    def exact(
-        self, thresholds: torch.Tensor, row: torch.Tensor, bin_at: torch.Tensor, value: torch.Tensor
-    ) -> torch.Tensor:
-        """Positions (#thresholds below) of single values ``value`` in rows ``row``, whose bins
-        are at flat indices ``bin_at`` (``row * width + bin``) of the grid's tables (1-D), by
-        comparing them with the few thresholds of their bin."""
-        start = self.position.reshape(-1).take(bin_at)
-        count = self.per_bin.reshape(-1).take(bin_at)
-        position = start.clone()
-        last = thresholds.shape[1] - 1
-        base = row * thresholds.shape[1]
-        flat = thresholds.reshape(-1)
-        for offset in range(int(count.max()) if count.numel() else 0):
-            threshold = flat.take(base + (start + offset).clamp(max=last))
-            position += (offset < count) & (threshold < value)
-        return position
+        self.stride = self.width + 1
+        bins = self.bins(keys).long().masked_fill_(~finite, self.width)
+        # Where at_most reads the cumulative histogram: below each threshold's bin, and the
+        # last column (all items).
+        self.read_at = torch.cat([bins - 1, torch.full_like(bins[:, :1], self.width)], dim=1)
+        index = torch.arange(count, device=device).expand(rows, count)
+        opens = torch.ones_like(finite)
+        opens[:, 1:] = bins[:, 1:] != bins[:, :-1]
+        first = torch.where(opens, index, 0).cummax(1).values
+        closes = torch.ones_like(finite)
+        closes[:, :-1] = opens[:, 1:]
+        last = torch.where(closes, index, count).flip(1).cummin(1).values.flip(1)
+        self.run = last - first + 1
+        dtype = torch.uint8 if count < 255 else torch.int16 if count < 32767 else torch.int32
+        table = torch.zeros((rows, self.stride), dtype=dtype, device=device)
+        # Thresholds of one bin write the same value: the scatter's order does not matter.
+        self.first = table.scatter_(1, bins, (first + 1).to(dtype))
+        self.marked = self.first != 0
+        # The longest run of one bin (not the spare column's, which no item reaches).
+        self.max_run = int(self.run[finite].max()) if bool(finite.any()) else 0
 
     def bins(
         self, keys: torch.Tensor, rows: slice = slice(None), out: torch.Tensor | None = None
@@ -537,10 +593,61 @@ class _KeyGrid:
         # the histogram into the subtraction) measured twice as slow as the two passes.
         return out.sub_(self.start[rows]).clamp_(0, self.width - 1)
 
+    def bins_of(self, keys: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
+        """Bins (int64) of single int32 keys ``keys`` in rows ``row`` (1-D) of the grid."""
+        shift, start = self.shift.view(-1)[row], self.start.view(-1)[row]
+        return (torch.bitwise_right_shift(keys, shift) - start).clamp_(0, self.width - 1).long()
+
+    def at_most(self, hist: torch.Tensor, rows: slice, out: torch.Tensor) -> torch.Tensor:
+        """``out (r, T + 1)``: per threshold j of rows ``rows``, the items of unmarked bins
+        counted in ``hist (r, stride)`` (a histogram of bins, marked bins ignored) at positions
+        <= j, then all of them. An item of an unmarked bin b has position #{k: bin_k < b},
+        which is <= j exactly when b < bin_j. ``hist`` is overwritten."""
+        hist.masked_fill_(self.marked[rows], 0).cumsum_(1)
+        return torch.gather(hist, 1, self.read_at[rows], out=out)
+
+    def exact(
+        self,
+        thresholds: torch.Tensor,
+        row: torch.Tensor,
+        first: torch.Tensor,
+        value: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Positions (#thresholds below) of single values ``value`` in rows ``row`` (1-D, of
+        the group) whose bins' ``first`` entries are given, by comparing them with the few
+        thresholds of their bin; and whether each equals one of them (a possible tie)."""
+        count = thresholds.shape[1]
+        start = first.long() - 1
+        flat = thresholds.reshape(-1)
+        at = row * count + start
+        threshold = flat.take(at)
+        position = start + (threshold < value)
+        equal = threshold == value
+        # Most marked bins hold one pair {prev(v), v}: the second threshold is compared with
+        # every item (masked), the further ones only with the few items of larger runs.
+        run = self.run.reshape(-1).take(at)
+        if self.max_run > 1:
+            inside = run > 1
+            threshold = flat.take((at + 1).clamp_(max=flat.numel() - 1))
+            position += inside & (threshold < value)
+            equal |= inside & (threshold == value)
+        (index,) = (run > 2).nonzero(as_tuple=True)
+        run = run[index]
+        for offset in range(2, self.max_run):
+            more = run > offset
+            index, run = index[more], run[more]
+            if not index.numel():
+                break
+            threshold = flat.take(at[index] + offset)
+            item_value = value[index]
+            position.index_add_(0, index, (threshold < item_value).long())
+            equal[index] |= threshold == item_value
+        return position, equal
+
 
 def _flat_nonzero(mask: torch.Tensor) -> torch.Tensor:
-    """Flat indices of the true entries of a contiguous ``mask`` (numpy's is about three times
-    faster than torch's on CPU)."""
+    """Flat indices of the true entries of a contiguous bool ``mask`` (numpy's is about three
+    times faster than torch's on CPU, and its bool path several times its integer one)."""
     if mask.device.type == "cpu":
         import numpy as np
 
@@ -559,11 +666,14 @@ def _histogram_keys(
     ``counts (B, 2 Mmax + 1)`` and ``tie_fix (B, Mmax)``.
 
     Per item, in int32: its bin (:class:`_KeyGrid`: a shift, a subtraction and a clamp), its
-    row's offset, a lookup of whether the bin holds a threshold, and one histogram of the
-    bins; only the items of marked bins (about ``thresholds / bins`` of them) are compared
-    with the thresholds. This replaces the float grid's five float passes, int64 position
-    lookup and full-size mask search. The excluded items (the query identity's own) come off
-    the histogram afterwards; junk columns are dropped from the block first.
+    row's offset, one histogram of the bins and one byte looked up (does the bin hold a
+    threshold). Per slice of rows, the cumulative sum of each row's histogram (marked bins
+    left out) read below each threshold's bin counts the items of unmarked bins at or below
+    each position (:meth:`_KeyGrid.at_most`). Only the items of marked bins (about
+    ``thresholds / bins`` of them) are compared with thresholds, a group of rows at once.
+    Every item is counted, the query identity's own included; those few (``excluded``
+    ``(B, L)`` where ``present``) are placed by a binary search and taken off, and left out
+    of the ties. Junk columns are dropped from the block first.
     """
     device = values.device
     if junk_cols is not None:
@@ -578,9 +688,13 @@ def _histogram_keys(
         )
         matches = _Matches(matches.dist, idx, matches.count, kept.numel(), matches.thresholds)
     rows, width = values.shape
-    positions = matches.thresholds.shape[1] + 1
+    count = matches.thresholds.shape[1]
+    positions = count + 1
     counts = torch.zeros((rows, positions), dtype=torch.int64, device=device)
     tie_fix = torch.zeros(matches.dist.shape, dtype=torch.int64, device=device)
+    ties = _TieCollector(matches, tie_fix)
+    own = _OwnItems(excluded, present, width)
+    at_most = torch.empty((rows, positions), dtype=torch.int64, device=device)
     keys = values.view(torch.int32)
     if device.type == "cpu":
         row_step = max(1, KEY_SLICE_ELEMENTS // max(width, 1))
@@ -588,60 +702,78 @@ def _histogram_keys(
     else:
         row_step, col_step = rows, width
     size = min(row_step, rows) * min(col_step, width)
+    # Reused buffers: fresh large allocations cost page faults on every slice.
     buffer = torch.empty(size, dtype=torch.int32, device=device)
-    target = min(_grid_bins(width, positions - 1), max(width // max(KEY_ITEMS_PER_BIN, 1), 2))
-    group_rows = max(row_step, min(rows, GRID_ENTRIES // target))
+    looked = torch.empty(size, dtype=torch.uint8, device=device)
+    target = min(_grid_bins(width, count), max(width // max(KEY_ITEMS_PER_BIN, 1), 2))
+    group_rows = max(row_step, min(rows, KEY_GRID_ENTRIES // target))
     for g0 in range(0, rows, group_rows):
         group = slice(g0, min(g0 + group_rows, rows))
         local = matches.rows(group)
         grid = _KeyGrid(local.thresholds, local.count > 0, target)
-        hist = torch.zeros((group.stop - g0, grid.width), dtype=torch.int64, device=device)
-        offsets = torch.arange(row_step, device=device, dtype=torch.int32)[:, None] * grid.width
-        found = []
+        offsets = torch.arange(row_step, device=device, dtype=torch.int32)[:, None] * grid.stride
+        found = []  # flat indices (row * width + column, in the group) of marked items
         for r0 in range(group.start, group.stop, row_step):
             r1 = min(r0 + row_step, group.stop)
             part = slice(r0 - g0, r1 - g0)
-            marked = grid.marked[part].reshape(-1)
+            # The slice's rows, indexed by the flat bins: a byte lookup (0/1) is the cheapest.
+            table = grid.marked[part].view(-1).view(torch.uint8)
+            hist = None
             for c0 in range(0, width, col_step):
                 c1 = min(c0 + col_step, width)
                 shape = (r1 - r0, c1 - c0)
                 flat = buffer[: shape[0] * shape[1]].view(shape)
                 grid.bins(keys[r0:r1, c0:c1], part, flat).add_(offsets[: shape[0]])
                 flat = flat.view(-1)
-                hist[part] += torch.bincount(flat, minlength=marked.numel()).view(shape[0], -1)
-                at = _flat_nonzero(marked.index_select(0, flat))
-                # Flat indices within the group: of the item (row * width + column) and of
-                # its bin (row * grid.width + bin).
-                bin_at = flat[at].long() + (r0 - g0) * grid.width
+                # Bins of the slice's rows only: (rows of the slice) x stride.
+                sliced = torch.bincount(flat, minlength=(r1 - r0) * grid.stride)
+                hist = sliced if hist is None else hist.add_(sliced)
+                looked_up = torch.index_select(table, 0, flat, out=looked[: flat.numel()])
+                at = _flat_nonzero(looked_up.view(torch.bool))
                 if shape[1] == width:
-                    item_at = at + (r0 - g0) * width
+                    found.append(at + (r0 - g0) * width)
                 else:
-                    item_at = (at // shape[1] + (r0 - g0)) * width + (at % shape[1] + c0)
-                found.append((item_at, bin_at))
-        # The items of marked bins, but the query identity's own, placed one by one.
-        item_at, bin_at = (torch.cat(parts) for parts in zip(*found, strict=True))
-        # The identity's own items, as sorted flat keys (ascending indices within a row).
-        own = excluded[group] + torch.arange(group.stop - g0, device=device)[:, None] * width
-        own = own[present[group]]
-        if own.numel():
-            at = torch.searchsorted(own, item_at).clamp_(max=own.numel() - 1)
-            keep = own.take(at) != item_at
-            item_at, bin_at = item_at[keep], bin_at[keep]
-        row = item_at // width
-        col = item_at - row * width
-        value = values[group].reshape(-1).take(item_at)
-        position = grid.exact(local.thresholds, row, bin_at, value)
-        ties = _TieCollector(local, tie_fix[group])
-        ties.add(row, col, value, position)
-        ties.flush()
-        # The query identity's own items in unmarked bins come off the histogram.
-        own_bins = grid.bins(keys[group].gather(1, excluded[group])).long()
-        drop = present[group] & ~grid.marked.gather(1, own_bins)
-        hist.scatter_add_(1, own_bins, -drop.long())
-        # Unmarked bins give their items' position; marked ones were placed one by one.
-        hist.masked_fill_(grid.marked, 0)
-        counts[group].scatter_add_(1, grid.position, hist)
+                    found.append((at // shape[1] + (r0 - g0)) * width + (at % shape[1] + c0))
+            assert hist is not None
+            grid.at_most(hist.view(r1 - r0, grid.stride), part, out=at_most[r0:r1])
+        # The items of marked bins, placed by comparisons with their bin's thresholds.
+        item = torch.cat(found)
+        row = item // width
+        col = item - row * width
+        key = keys[group].reshape(-1).take(item)
+        first = grid.first.view(-1).take(grid.bins_of(key, row) + row * grid.stride)
+        value = key.view(values.dtype)
+        position, equal = grid.exact(local.thresholds, row, first, value)
         counts[group] += torch.bincount(
             row * positions + position, minlength=(group.stop - g0) * positions
         ).view(-1, positions)
+        if bool(equal.any()):  # rare, but for the identity's own items
+            (tied,) = equal.nonzero(as_tuple=True)
+            tied = tied[~own.contains(row[tied] + g0, col[tied])]
+            ties.add(row[tied] + g0, col[tied], value[tied], position[tied])
+    counts += at_most.diff(dim=1, prepend=at_most.new_zeros(rows, 1))
+    # Every item was counted, the query identity's own too: those come off, placed exactly.
+    own_value = values.gather(1, excluded)
+    own_position = torch.searchsorted(matches.thresholds, own_value)
+    own_position += torch.arange(rows, device=device)[:, None] * positions
+    taken = torch.bincount(own_position[present], minlength=rows * positions)
+    counts -= taken.view(rows, positions)
+    ties.flush()
     return counts, tie_fix
+
+
+class _OwnItems:
+    """The query identity's own items of a block, ``excluded (B, L)`` gallery indices
+    ascending in each row where ``present``, as sorted flat keys ``row * width + column``."""
+
+    def __init__(self, excluded: torch.Tensor, present: torch.Tensor, width: int) -> None:
+        rows = torch.arange(excluded.shape[0], device=excluded.device)[:, None]
+        self.keys, self.width = (excluded + rows * width)[present], width
+
+    def contains(self, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+        """Whether each item ``(row, col)`` (1-D) is one of them."""
+        key = row * self.width + col
+        if not self.keys.numel():
+            return torch.zeros_like(key, dtype=torch.bool)
+        at = torch.searchsorted(self.keys, key).clamp_(max=self.keys.numel() - 1)
+        return self.keys.take(at) == key

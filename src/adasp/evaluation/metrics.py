@@ -23,7 +23,7 @@ import torch
 
 from adasp.errors import UserInputError
 from adasp.evaluation.inputs import as_ids, as_tensor, check_choice, resolve_chunk_size
-from adasp.evaluation.match_ranks import LOCATE_METHODS, match_ranks
+from adasp.evaluation.match_ranks import LOCATE_METHODS, match_ranks, part_workers
 
 #: Average-precision variants; see :func:`evaluate_ranking`.
 AP_MODES = ("standard", "trapezoid")
@@ -150,7 +150,7 @@ class RankingEvaluator:
             self._junk_cols,
             self.camera_filter,
             self.locate,
-            torch.get_num_threads() if self.threads is None else self.threads,
+            part_workers(torch.get_num_threads() if self.threads is None else self.threads),
         )
         ap, inp, first = _metrics_from_ranks(ranks, num_matches, self.ap_mode)
         valid = ~torch.isnan(ap)
